@@ -1,0 +1,42 @@
+"""What one execution of untrusted code produced."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+
+class ExecStatus(str, enum.Enum):
+    OK = "ok"                          # ran to completion, exit status 0
+    ERROR = "error"                    # the code raised or exited non-zero
+    TIMEOUT = "timeout"                # wall-clock or CPU-time limit hit
+    MEMORY = "memory"                  # memory limit hit (MemoryError or killed for memory)
+    OUTPUT_LIMIT = "output_limit"      # wrote more than the hard output cap; killed
+    SANDBOX_ERROR = "sandbox_error"    # OUR failure (worker died, isolation broke...), never the code's
+
+
+@dataclasses.dataclass
+class ExecResult:
+    status: ExecStatus
+    stdout: str = ""
+    stderr: str = ""                   # raw stderr, traceback included, kept for debugging
+    exit_code: int | None = None       # negative = killed by that signal
+    duration_s: float = 0.0
+    stdout_truncated: bool = False     # output cut by the sandbox (head + tail kept)
+    stderr_truncated: bool = False
+    sandbox_message: str = ""          # for SANDBOX_ERROR: what went wrong on our side
+
+    @property
+    def ok(self) -> bool:
+        return self.status is ExecStatus.OK
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["status"] = self.status.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExecResult":
+        d = dict(d)
+        d["status"] = ExecStatus(d["status"])
+        return cls(**d)
