@@ -13,6 +13,9 @@ import sys
 
 # Order is the order shown in `torl --help`.
 COMMAND_MODULES = [
+    "torl.tir.commands",
+    "torl.data.commands",
+    "torl.reward.commands",
     "torl.sandbox.commands",
 ]
 

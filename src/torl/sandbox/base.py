@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import threading
 from collections.abc import Sequence
 
 from torl.sandbox.result import ExecResult
@@ -58,20 +59,73 @@ class Sandbox(abc.ABC):
         await self.aclose()
 
     async def run_many(self, codes: Sequence[str], **kw) -> list[ExecResult]:
+        """Run several codes concurrently (same options for all); results in input order."""
         return list(await asyncio.gather(*(self.run(c, **kw) for c in codes)))
 
+    # -- blocking forms, for scripts and notebooks without an event loop. They drive the async
+    # API on a private event-loop thread owned by this object, so they can be called repeatedly
+    # (backends bind pipes and clients to one loop). Do not mix them with `await` on another loop.
+
     def run_batch(self, codes: Sequence[str], **kw) -> list[ExecResult]:
-        """Blocking batch form, for scripts and notebooks without an event loop."""
-        return asyncio.run(_then_close(self, self.run_many(codes, **kw)))
+        """Blocking `run_many`."""
+        return self._call_blocking(self.run_many(codes, **kw))
 
     def run_sync(self, code: str, **kw) -> ExecResult:
-        return self.run_batch([code], **kw)[0]
+        """Blocking `run`."""
+        return self._call_blocking(self.run(code, **kw))
+
+    def open_session_sync(self) -> str:
+        return self._call_blocking(self.open_session())
+
+    def close_session_sync(self, session: str) -> None:
+        self._call_blocking(self.close_session(session))
+
+    def health_check_sync(self) -> None:
+        self._call_blocking(self.health_check())
+
+    def close(self) -> None:
+        """Blocking `aclose`; also stops the private loop thread. Safe to call twice."""
+        loop_thread = self.__dict__.pop("_loop_thread", None)
+        if loop_thread is not None:
+            try:
+                loop_thread.call(self.aclose())
+            finally:
+                loop_thread.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _call_blocking(self, coro):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            coro.close()
+            raise RuntimeError("blocking sandbox call made from inside a running event loop: "
+                               "use the async form (await sandbox.run(...) / run_many(...)) instead")
+        loop_thread = self.__dict__.get("_loop_thread")
+        if loop_thread is None:
+            loop_thread = self.__dict__["_loop_thread"] = _LoopThread()
+        return loop_thread.call(coro)
 
 
-async def _then_close(sandbox: Sandbox, coro):
-    # asyncio.run makes a fresh loop; backends bind pipes/clients to the loop, so the
-    # blocking forms own the whole lifetime: run, then close.
-    try:
-        return await coro
-    finally:
-        await sandbox.aclose()
+class _LoopThread:
+    """An event loop running forever on a daemon thread; `call` runs a coroutine on it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="torl-sandbox-loop", daemon=True)
+        self.thread.start()
+
+    def call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        if not self.thread.is_alive():
+            self.loop.close()

@@ -24,7 +24,9 @@ class ExecResult:
     duration_s: float = 0.0
     stdout_truncated: bool = False     # output cut by the sandbox (head + tail kept)
     stderr_truncated: bool = False
-    sandbox_message: str = ""          # for SANDBOX_ERROR: what went wrong on our side
+    sandbox_message: str = ""          # the sandbox's own note: for SANDBOX_ERROR what went wrong on our
+                                       # side; for TIMEOUT/MEMORY/OUTPUT_LIMIT which limit was hit
+                                       # ("TimeoutError: execution exceeded 10 s")
 
     @property
     def ok(self) -> bool:

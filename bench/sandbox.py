@@ -1,0 +1,167 @@
+"""Sandbox speed: torl's isolated LocalSandbox vs a fresh interpreter per call vs an unisolated warm pool.
+
+    .venv/bin/python bench/sandbox.py [--quick]
+
+(a) torl LocalSandbox, isolation on (bwrap + forks of a warm zygote)
+(b) subprocess.run([sys.executable, "-c", code]) per call (cold interpreter, no isolation)
+(c) a warm multiprocessing pool running exec() with pre-imported numpy/sympy, no isolation
+    (the ToRA / Qwen-Math evaluator style)
+
+Prints JSON: p50/p99 latency per snippet kind (one caller, sequential) and executions/s for a
+concurrent mix, plus ratios. Targets: (a) trivial p50 <= 15 ms; (a) throughput >= 20x (b);
+(a) trivial p50 <= 3x (c).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+from torl.sandbox import LocalSandbox, SandboxConfig  # noqa: E402
+
+TIMEOUT_S = 1.0
+SNIPPETS = {
+    "trivial": "print(1 + 1)",
+    "math": "import sympy, numpy as np\nx = sympy.Symbol('x')\nprint(sympy.solve(x**2 - 5*x + 6, x), "
+            "np.linalg.det(np.array([[2.0, 1.0], [1.0, 3.0]])))",
+    "error": "def f(n):\n    return 1 / n\nf(0)",
+    "timeout": "while True:\n    pass",
+}
+
+
+def _timeout_for(code: str) -> float:
+    """The looping snippet gets TIMEOUT_S; the others a generous limit (a cold sympy import is slow)."""
+    return TIMEOUT_S if code == SNIPPETS["timeout"] else 30.0
+
+
+# ---------------------------------------------------------------- (c) the unisolated warm pool
+
+def _pool_init() -> None:
+    import numpy  # noqa: F401
+    import sympy  # noqa: F401
+
+
+def _alarm(signum, frame):
+    raise TimeoutError("timeout")
+
+
+def _pool_exec(code: str) -> tuple[str, str]:
+    out = io.StringIO()
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, _timeout_for(code))
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "<code>", "exec"), {"__name__": "__main__"})
+        return "ok", out.getvalue()
+    except TimeoutError:
+        return "timeout", out.getvalue()
+    except Exception as e:  # noqa: BLE001
+        return "error", f"{type(e).__name__}: {e}"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+# ---------------------------------------------------------------- the three backends behind one call
+
+def run_subprocess(code: str) -> str:
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=_timeout_for(code))
+        return "ok" if proc.returncode == 0 else "error"
+    except subprocess.TimeoutExpired:
+        return "timeout"
+
+
+def percentiles(samples: list[float]) -> dict:
+    s = sorted(samples)
+    return {"p50_ms": round(1000 * statistics.median(s), 2),
+            "p99_ms": round(1000 * s[min(len(s) - 1, int(0.99 * len(s)))], 2), "n": len(s)}
+
+
+async def bench_torl(counts: dict, mix: list[str], workers: int) -> dict:
+    async with LocalSandbox(SandboxConfig(workers=workers)) as sb:
+        await sb.start()
+        await sb.run("print(0)")
+        latency = {}
+        for kind, code in SNIPPETS.items():
+            times = []
+            for _ in range(counts[kind]):
+                t = time.perf_counter()
+                r = await sb.run(code, timeout=_timeout_for(code))
+                times.append(time.perf_counter() - t)
+                assert r.status.value == {"trivial": "ok", "math": "ok", "error": "error", "timeout": "timeout"}[kind], r
+            latency[kind] = percentiles(times)
+        t = time.perf_counter()
+        results = await asyncio.gather(*(sb.run(c, timeout=_timeout_for(c)) for c in mix))
+        elapsed = time.perf_counter() - t
+        assert all(r.status.value in ("ok", "error") for r in results)
+        return {"latency": latency, "throughput_per_s": round(len(mix) / elapsed, 1)}
+
+
+def bench_sync(call, counts: dict, mix: list[str], workers: int) -> dict:
+    latency = {}
+    for kind, code in SNIPPETS.items():
+        times = []
+        for _ in range(counts[kind]):
+            t = time.perf_counter()
+            call(code)
+            times.append(time.perf_counter() - t)
+        latency[kind] = percentiles(times)
+    with ThreadPoolExecutor(workers) as pool:
+        t = time.perf_counter()
+        list(pool.map(call, mix))
+        elapsed = time.perf_counter() - t
+    return {"latency": latency, "throughput_per_s": round(len(mix) / elapsed, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (about 30 s)")
+    parser.add_argument("--workers", type=int, default=4, help="parallel workers for every backend")
+    args = parser.parse_args()
+    scale = 1 if args.quick else 3
+    warm_counts = {"trivial": 40 * scale, "math": 15 * scale, "error": 15 * scale, "timeout": 2}
+    cold_counts = {"trivial": 4 * scale, "math": 2 * scale, "error": 3 * scale, "timeout": 2}
+    cycle = ["trivial", "trivial", "math", "error"]
+    warm_mix = [SNIPPETS[cycle[i % 4]] for i in range(100 * scale)]
+    cold_mix = [SNIPPETS[cycle[i % 4]] for i in range(8 * scale)]
+
+    report = {"machine": {"cpus": os.cpu_count()}, "workers": args.workers, "timeout_s": TIMEOUT_S}
+    report["a_torl_isolated"] = asyncio.run(bench_torl(warm_counts, warm_mix, args.workers))
+
+    ctx = multiprocessing.get_context("forkserver")
+    with ctx.Pool(args.workers, initializer=_pool_init) as pool:
+        pool.map(_pool_exec, ["print(0)"] * args.workers * 2)
+        report["c_warm_pool_unisolated"] = bench_sync(lambda c: pool.apply(_pool_exec, (c,)),
+                                                      warm_counts, warm_mix, args.workers)
+    report["b_subprocess_per_call"] = bench_sync(run_subprocess, cold_counts, cold_mix, args.workers)
+
+    a, b, c = (report[k] for k in ("a_torl_isolated", "b_subprocess_per_call", "c_warm_pool_unisolated"))
+    report["ratios"] = {
+        "throughput_a_over_b": round(a["throughput_per_s"] / b["throughput_per_s"], 1),
+        "throughput_a_over_c": round(a["throughput_per_s"] / c["throughput_per_s"], 2),
+        "trivial_p50_a_over_c": round(a["latency"]["trivial"]["p50_ms"] / c["latency"]["trivial"]["p50_ms"], 2),
+        "math_p50_a_over_c": round(a["latency"]["math"]["p50_ms"] / c["latency"]["math"]["p50_ms"], 2),
+    }
+    report["targets"] = {
+        "a_trivial_p50_le_15ms": a["latency"]["trivial"]["p50_ms"] <= 15,
+        "throughput_a_ge_20x_b": report["ratios"]["throughput_a_over_b"] >= 20,
+        "trivial_p50_a_le_3x_c": report["ratios"]["trivial_p50_a_over_c"] <= 3,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The normalized record every stage reads and writes, and reading/writing record files.
+
+A record is a plain dict (the trainer and `datasets` both want dicts) with keys in this order:
+id, problem, answer, source, level (optional int 1-5), subject (optional), solution (optional),
+prompt (optional, added by the output stage). This is the format of /work/shared/data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+FIELD_ORDER = ("id", "problem", "answer", "source", "level", "subject", "solution", "prompt")
+REQUIRED_FIELDS = ("id", "problem", "answer", "source")
+RECORD_SUFFIXES = (".jsonl", ".parquet")
+
+
+class DataError(ValueError):
+    """Bad data or a bad data request the user can fix; the message is one line naming the fix."""
+
+
+def make_record(**fields: object) -> dict:
+    """Builds a record in canonical key order; optional fields that are None are left out."""
+    unknown = set(fields) - set(FIELD_ORDER)
+    if unknown:
+        raise DataError(f"unknown record field(s) {sorted(unknown)}; allowed: {list(FIELD_ORDER)}")
+    return {k: fields[k] for k in FIELD_ORDER if fields.get(k) is not None}
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """Reads normalized records from `.jsonl` or `.parquet`; every row must have the required fields.
+
+    Use `torl.data.ingest` for raw datasets; this reader is for files the pipeline wrote.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"record file not found: {path}")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = [{k: v for k, v in r.items() if v is not None} for r in pq.read_table(path).to_pylist()]
+        where = [f"{path} row {i}" for i in range(len(rows))]
+    elif path.suffix == ".jsonl":
+        rows, where = [], []
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+                where.append(f"{path}:{lineno}")
+    else:
+        raise DataError(f"{path}: record files must end in {' or '.join(RECORD_SUFFIXES)}")
+    for row, loc in zip(rows, where):
+        if not isinstance(row, dict):
+            raise DataError(f"{loc}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in REQUIRED_FIELDS if k not in row]
+        if missing:
+            raise DataError(
+                f"{loc}: record lacks {missing}; run `torl data ingest` on raw data first"
+            )
+    return rows
+
+
+def write_records(records: Iterable[dict], path: str | Path) -> Path:
+    """Writes records to `.jsonl` (one object per line, UTF-8) or `.parquet`; returns the path."""
+    path = Path(path)
+    records = list(records)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jsonl":
+        with path.open("w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    elif path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        present = [k for k in FIELD_ORDER if any(k in r for r in records)]
+        schema = pa.schema(
+            [(k, pa.int64() if k == "level" else pa.string()) for k in present]
+        )
+        table = pa.Table.from_pylist([{k: r.get(k) for k in present} for r in records], schema=schema)
+        pq.write_table(table, path)
+    else:
+        raise DataError(f"{path}: output must end in {' or '.join(RECORD_SUFFIXES)}")
+    return path

@@ -1,0 +1,227 @@
+"""`TransformersEngine`: the embedded default engine (CPU or one GPU), batching concurrent requests.
+
+Concurrent `generate` calls queue up; a background task takes up to `max_batch_size` of them,
+left-pads them into one batch and decodes step by step with a KV cache in a worker thread (the
+event loop stays free for sandbox calls). Each sequence stops on its own (EOS, its stop strings,
+its `max_tokens`) and its caller is answered at once; finished rows leave the batch. Requests
+that arrive meanwhile join at the next batch boundary.
+
+Why not transformers' continuous-batching API (`generate_batch` / `init_continuous_batching`)?
+In 5.19 it has no per-request stop strings, temperatures or seeds, all of which the TIR loop
+needs; this loop is short and exact.
+
+Logprobs: the log-probability of the sampled token under the *tempered* distribution,
+``log_softmax(logits / temperature)``, taken before top-k/top-p truncation -- the quantity TRL's
+GRPO computes for its policy ratio (it also divides logits by the temperature), and what vLLM
+returns with ``logprobs_mode="processed_logprobs"``. Greedy decoding (temperature 0) reports the
+raw distribution (temperature 1).
+
+The engine can share the very same ``nn.Module`` with a trainer (pass the module): generation
+then always sees the trainer's current weights; `load_weights` copies tensors in by name for the
+case where they live elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from torl.engines.base import Engine, Generation, SamplingParams
+
+
+@dataclasses.dataclass
+class _Request:
+    prompt: list[int]
+    params: SamplingParams
+    future: asyncio.Future
+    token_ids: list[int] = dataclasses.field(default_factory=list)
+    logprobs: list[float] = dataclasses.field(default_factory=list)
+
+
+class TransformersEngine(Engine):
+    def __init__(
+        self,
+        model_or_path,
+        *,
+        tokenizer=None,
+        device: str = "cpu",
+        dtype: str | torch.dtype | None = None,
+        max_batch_size: int = 32,
+        seed: int = 0,
+    ):
+        """`model_or_path`: a loaded causal LM (shared, not copied), or a name for `resolve_model`
+        (HF id, local path, ``smollm2-135m``). `dtype` defaults to float32 on CPU, bfloat16 on GPU."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if isinstance(model_or_path, torch.nn.Module):
+            self.model = model_or_path
+            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_or_path.name_or_path)
+        else:
+            from torl.engines.models import resolve_model
+
+            path = resolve_model(str(model_or_path))
+            if isinstance(dtype, str):
+                dtype = getattr(torch, dtype)
+            dtype = dtype or (torch.float32 if device == "cpu" else torch.bfloat16)
+            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        self.device = torch.device(device)
+        self.max_batch_size = max_batch_size
+        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        eos = self.model.generation_config.eos_token_id if self.model.generation_config else None
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        if self.tokenizer.eos_token_id is not None:
+            eos.append(self.tokenizer.eos_token_id)
+        self._eos_ids = set(eos)
+        pad = self.tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else (eos[0] if eos else 0)
+        self._pending: list[_Request] = []
+        self._server: asyncio.Task | None = None
+        self._weights_lock = asyncio.Lock()  # a weight update never lands mid-batch
+
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+        if not prompt_ids:
+            raise ValueError("generate() needs a non-empty prompt")
+        if params.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {params.max_tokens}")
+        request = _Request(list(prompt_ids), params, asyncio.get_running_loop().create_future())
+        self._pending.append(request)
+        if self._server is None or self._server.done():
+            self._server = asyncio.create_task(self._serve())
+        return await request.future
+
+    async def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy tensors into the model by parameter/buffer name (between batches)."""
+        async with self._weights_lock:
+            targets = dict(self.model.named_parameters()) | dict(self.model.named_buffers())
+            with torch.no_grad():
+                for name, tensor in named_tensors:
+                    if name not in targets:
+                        raise KeyError(f"load_weights: the model has no parameter {name!r}")
+                    targets[name].copy_(tensor.to(device=targets[name].device, dtype=targets[name].dtype))
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.cancel()
+        for request in self._pending:
+            if not request.future.done():
+                request.future.cancel()
+        self._pending.clear()
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch = self._pending[: self.max_batch_size]
+            del self._pending[: len(batch)]
+            async with self._weights_lock:
+                try:
+                    await asyncio.to_thread(self._run_batch, batch, loop)
+                except Exception as error:  # answer every caller rather than hang them
+                    for request in batch:
+                        loop.call_soon_threadsafe(_set_exception, request.future, error)
+
+    def _run_batch(self, batch: list[_Request], loop: asyncio.AbstractEventLoop) -> None:
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                self._decode(batch, loop)
+        finally:
+            model.train(was_training)
+
+    def _decode(self, batch: list[_Request], loop: asyncio.AbstractEventLoop) -> None:
+        width = max(len(r.prompt) for r in batch)
+        ids = torch.tensor([[self._pad_id] * (width - len(r.prompt)) + r.prompt for r in batch], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in batch], device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generators = [self._request_generator(r.params) for r in batch]
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        active = list(range(len(batch)))  # row j of the running batch serves batch[active[j]]
+        while True:
+            logits = out.logits[:, -1, :].float()
+            next_tokens, keep = [], []
+            for row, index in enumerate(active):
+                request = batch[index]
+                token, logprob = _sample(logits[row], request.params, generators[index])
+                request.token_ids.append(token)
+                request.logprobs.append(logprob)
+                finished = self._finish_reason(request)
+                if finished is None:
+                    next_tokens.append(token)
+                    keep.append(row)
+                else:
+                    reason, stop = finished
+                    generation = Generation(
+                        token_ids=request.token_ids,
+                        logprobs=request.logprobs if request.params.logprobs else None,
+                        finish_reason=reason,
+                        stop_reason=stop,
+                        text=self.tokenizer.decode(request.token_ids, skip_special_tokens=True),
+                    )
+                    loop.call_soon_threadsafe(_set_result, request.future, generation)
+            if not keep:
+                return
+            cache = out.past_key_values
+            if len(keep) < len(active):
+                rows = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(rows)
+                mask, positions = mask[rows], positions[rows]
+                active = [active[row] for row in keep]
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+            positions = positions[:, -1:] + 1
+            step = torch.tensor(next_tokens, device=self.device).unsqueeze(1)
+            out = self.model(input_ids=step, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+
+    def _finish_reason(self, request: _Request) -> tuple[str, str | int | None] | None:
+        token = request.token_ids[-1]
+        if token in self._eos_ids:
+            return "stop", token
+        if request.params.stop:
+            # A stop string of n characters spans at most n (+ a few partial-byte) tokens.
+            window = max(len(s) for s in request.params.stop) + 4
+            tail = self.tokenizer.decode(request.token_ids[-window:], skip_special_tokens=True)
+            for stop in request.params.stop:
+                if stop in tail:
+                    return "stop", stop
+        if len(request.token_ids) >= request.params.max_tokens:
+            return "length", None
+        return None
+
+    def _request_generator(self, params: SamplingParams) -> torch.Generator:
+        if params.seed is None:
+            return self._generator
+        return torch.Generator(device=self.device).manual_seed(params.seed)
+
+
+def _sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> tuple[int, float]:
+    """Sample one token from a row of logits; return it with its (tempered, untruncated) logprob."""
+    if params.temperature <= 1e-5:
+        token = int(torch.argmax(logits))
+        return token, float(torch.log_softmax(logits, -1)[token])
+    scaled = logits / params.temperature
+    logprobs = torch.log_softmax(scaled, -1)
+    filtered = scaled
+    if params.top_k > 0:
+        kth = torch.topk(filtered, min(params.top_k, filtered.numel())).values[-1]
+        filtered = filtered.masked_fill(filtered < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(filtered, descending=True)
+        cumulative = torch.softmax(sorted_logits, -1).cumsum(-1)
+        drop = cumulative - torch.softmax(sorted_logits, -1) > params.top_p  # keep the token crossing top_p
+        filtered = filtered.scatter(0, order[drop], float("-inf"))
+    token = int(torch.multinomial(torch.softmax(filtered, -1), 1, generator=generator))
+    return token, float(logprobs[token])
+
+
+def _set_result(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future, error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)

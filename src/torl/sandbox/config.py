@@ -1,0 +1,96 @@
+"""Settings of the local sandbox, and validation of one request against them."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+from torl.sandbox.base import InvalidCode
+
+DEFAULT_PRELOAD = ("math", "cmath", "fractions", "decimal", "itertools", "collections", "functools",
+                   "operator", "statistics", "random", "re", "string", "heapq", "bisect", "json",
+                   "numpy", "sympy")
+
+# Touch the lazily-initialised parts of the math stack once, in the zygote, so every fork
+# starts warm (sympy builds caches and imports submodules on first use).
+WARMUP_CODE = """
+import numpy, sympy
+x = sympy.Symbol('x')
+sympy.simplify(sympy.sin(x)**2 + sympy.cos(x)**2); sympy.solve(x**2 - 4, x); sympy.Rational(1, 3) + 1
+sympy.factorint(360); sympy.expand((x + 1)**3); sympy.latex(x**2)
+numpy.linalg.solve(numpy.eye(2), numpy.ones(2)); numpy.arange(5).sum()
+"""
+
+
+def _default_workers() -> int:
+    # Workers mostly wait (on timeouts, on the model); a few more than cores keeps the CPUs busy
+    # while one worker sits on a 10 s infinite loop. Each idle worker costs ~100 MB, mostly shared.
+    return min(32, max(4, 2 * (os.cpu_count() or 1)))
+
+
+@dataclasses.dataclass
+class SandboxConfig:
+    """Limits and pool settings. Per-call `timeout`/`memory_mb` override the defaults up to the caps."""
+
+    timeout_s: float = 10.0            # default wall-clock limit per execution (CPU limit follows it)
+    memory_mb: int = 1024              # default address-space budget on top of the warm interpreter
+    max_timeout_s: float = 300.0       # per-call timeout must be in (0, max_timeout_s]
+    max_memory_mb: int = 8192          # per-call memory_mb must be in [32, max_memory_mb]
+    max_output_bytes: int = 1_000_000  # stdout+stderr hard cap; past it the execution is killed
+    max_code_bytes: int = 256_000      # larger code is rejected (InvalidCode)
+    max_processes: int = 32            # processes+threads per execution
+    max_open_files: int = 256
+    max_file_size_mb: int = 64         # largest single file the code may write
+    scratch_mb: int = 256              # private tmpfs /tmp per worker (memory-backed)
+    workers: int = dataclasses.field(default_factory=_default_workers)
+    max_sessions: int = 16             # each open session pins one extra worker process
+    isolation: str = "bwrap"           # "bwrap" (default) or "none": UNISOLATED, opt-out only
+    preload: tuple[str, ...] = DEFAULT_PRELOAD
+    warmup: str = WARMUP_CODE
+    start_timeout_s: float = 60.0      # a worker must be ready within this (imports included)
+
+    def __post_init__(self) -> None:
+        if self.isolation not in ("bwrap", "none"):
+            raise ValueError(f"isolation must be 'bwrap' or 'none', got {self.isolation!r}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.max_sessions < 0:
+            raise ValueError(f"max_sessions must be >= 0, got {self.max_sessions}")
+        self.preload = tuple(self.preload)
+        self.check_limits(self.timeout_s, self.memory_mb)
+
+    def check_limits(self, timeout: float | None, memory_mb: int | None) -> tuple[float, int]:
+        """Resolve per-call limits (None = default); raise InvalidCode for absurd values."""
+        timeout = self.timeout_s if timeout is None else timeout
+        memory_mb = self.memory_mb if memory_mb is None else memory_mb
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
+                or not 0 < timeout <= self.max_timeout_s:
+            raise InvalidCode(f"timeout must be a number of seconds in (0, {self.max_timeout_s:g}], got {timeout!r}")
+        if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or not 32 <= memory_mb <= self.max_memory_mb:
+            raise InvalidCode(f"memory_mb must be an integer in [32, {self.max_memory_mb}], got {memory_mb!r}")
+        return float(timeout), memory_mb
+
+    def check_code(self, code: object) -> str:
+        """The code as text, or InvalidCode naming what is wrong with it."""
+        if isinstance(code, (bytes, bytearray, memoryview)):
+            raise InvalidCode("code must be str (decoded UTF-8 text), got bytes: decode it first")
+        if not isinstance(code, str):
+            raise InvalidCode(f"code must be str, got {type(code).__name__}")
+        if "\x00" in code:
+            raise InvalidCode("code contains a NUL character, which Python source cannot hold: strip it")
+        try:
+            size = len(code.encode("utf-8"))
+        except UnicodeEncodeError as e:
+            raise InvalidCode(f"code is not valid Unicode text ({e.reason} at index {e.start}): "
+                              "decode the model output with errors='replace'") from None
+        if size > self.max_code_bytes:
+            raise InvalidCode(f"code is {size} bytes, over the limit of {self.max_code_bytes} "
+                              "(SandboxConfig.max_code_bytes)")
+        return code
+
+    def worker_limits(self) -> dict:
+        """The caps the worker applies to every child (per-call values come with each request)."""
+        return {"max_output_bytes": self.max_output_bytes, "max_processes": self.max_processes,
+                "max_open_files": self.max_open_files, "max_file_size_mb": self.max_file_size_mb,
+                "max_timeout_s": self.max_timeout_s, "max_memory_mb": self.max_memory_mb}

@@ -1,0 +1,419 @@
+"""LocalSandbox: a self-healing pool of warm, isolated worker processes on this machine.
+
+Each worker is one `worker.py` zygote inside bwrap (see isolation.py), with its own pids cgroup
+when running as root. Stateless runs share a pool of N workers (an idle queue; callers beyond N
+wait their turn). A session pins a dedicated worker for its lifetime. A worker that dies or stops
+answering is replaced in the background; the run it was serving gets a SANDBOX_ERROR result,
+because that failure is ours, never the code's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+
+from torl.sandbox import isolation
+from torl.sandbox.base import Sandbox, SandboxUnavailable, UnknownSession
+from torl.sandbox.config import SandboxConfig
+from torl.sandbox.result import ExecResult, ExecStatus
+from torl.sandbox.worker import HEADER, encode_frame
+
+log = logging.getLogger("torl.sandbox")
+
+_ANSWER_GRACE_S = 15.0       # beyond the timeout, for cleanup and slow machines, before we call a worker hung
+_MAX_RESPAWN_FAILURES = 3    # consecutive failed replacements before the sandbox declares itself unavailable
+_counter = itertools.count()
+
+
+class WorkerDied(RuntimeError):
+    """The worker process ended or stopped answering; the message carries its stderr tail."""
+
+
+class _WorkerProcess:
+    """Host-side handle of one worker: spawn, request/answer over its pipes, kill."""
+
+    def __init__(self, config: SandboxConfig, mode: str):
+        self.config, self.mode = config, mode
+        self.name = f"{os.getpid()}-{next(_counter)}"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.cgroup: isolation.PidsCgroup | None = None
+        self.scratch: str | None = None
+        self.info: dict = {}
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._stderr_task: asyncio.Task | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> dict:
+        cfg = self.config
+        isolated = cfg.isolation == "bwrap"
+        preexec = None
+        if isolated:
+            cmd = isolation.bwrap_command(isolation.find_bwrap(), scratch_mb=cfg.scratch_mb)
+            env = {}
+            scratch = isolation.SCRATCH_INSIDE
+            if isolation.needs_cgroup():
+                # +4: the bwrap monitor, the zygote, slack for the zygote's own fork.
+                self.cgroup = isolation.make_pids_cgroup(self.name, cfg.max_processes + 4)
+                preexec = self.cgroup.enter
+        else:
+            cmd, env = isolation.unisolated_command(), isolation.unisolated_env()
+            scratch = self.scratch = tempfile.mkdtemp(prefix="torl-sandbox-")
+            env["HOME"] = env["TMPDIR"] = scratch
+        self.proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env, preexec_fn=preexec, start_new_session=not isolated,
+            cwd=scratch if not isolated else "/")
+        self._stderr_task = asyncio.create_task(self._pump_stderr())
+        init = {"op": "init", "mode": self.mode, "isolated": isolated, "scratch": scratch,
+                "preload": list(cfg.preload), "warmup": cfg.warmup, "limits": cfg.worker_limits()}
+        try:
+            self.info = await self.request(init, timeout=cfg.start_timeout_s)
+        except WorkerDied as e:
+            await self.kill()
+            raise WorkerDied(f"worker failed to start: {e}") from None
+        if self.info.get("op") != "ready":
+            await self.kill()
+            raise WorkerDied(f"worker failed to start: {self.info.get('message', self.info)}")
+        return self.info
+
+    async def request(self, message: dict, timeout: float) -> dict:
+        """Send one frame and wait for the answer; WorkerDied if the worker ends or hangs."""
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(encode_frame(message))
+            await self.proc.stdin.drain()
+            return await asyncio.wait_for(self._read_frame(), timeout)
+        except asyncio.TimeoutError:
+            await self.kill()
+            raise WorkerDied(f"no answer within {timeout:.0f} s; worker killed{self._stderr_hint()}") from None
+        except (ConnectionError, asyncio.IncompleteReadError, BrokenPipeError) as e:
+            await self.kill()
+            raise WorkerDied(f"worker process ended ({type(e).__name__}, exit status "
+                             f"{self.proc.returncode}){self._stderr_hint()}") from None
+
+    async def _read_frame(self) -> dict:
+        import json
+
+        head = await self.proc.stdout.readexactly(HEADER.size)
+        size = HEADER.unpack(head)[0]
+        limit = 4 * self.config.max_output_bytes + 1_000_000
+        if size > limit:
+            raise ConnectionError(f"oversized frame ({size} bytes)")
+        return json.loads(await self.proc.stdout.readexactly(size))
+
+    async def _pump_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            text = line.decode("utf-8", "replace").rstrip()
+            self.stderr_tail.append(text)
+            log.debug("worker %s: %s", self.name, text)
+
+    def _stderr_hint(self) -> str:
+        tail = " | ".join(x for x in list(self.stderr_tail)[-6:] if x.strip())
+        return f"; worker stderr: {tail}" if tail else ""
+
+    async def kill(self) -> None:
+        """Kill the worker and everything in it; idempotent."""
+        if self.proc is not None:
+            if self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    if self.config.isolation == "none":
+                        os.killpg(self.proc.pid, 9)  # its own session: children too
+                    else:
+                        self.proc.kill()  # bwrap's --die-with-parent takes the namespace down
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.proc.wait(), 10)
+        if self._stderr_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._stderr_task, 5)
+        if self.cgroup is not None:
+            for _ in range(100):  # the namespace's processes may take a moment to be gone
+                self.cgroup.remove()
+                if not self.cgroup.path.exists():
+                    break
+                await asyncio.sleep(0.02)
+            self.cgroup = None
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
+    async def close(self) -> None:
+        if self.alive:
+            with contextlib.suppress(Exception):
+                self.proc.stdin.write(encode_frame({"op": "close"}))
+        await self.kill()
+
+
+class LocalSandbox(Sandbox):
+    """Runs untrusted Python in isolated, warm worker processes on this machine.
+
+    `await sandbox.start()` starts the pool (otherwise the first `run` does). Use it from one
+    event loop, or through the blocking forms (`run_sync`, `run_batch`, `close`).
+    """
+
+    def __init__(self, config: SandboxConfig | None = None, **overrides):
+        self.config = config if config is not None else SandboxConfig(**overrides)
+        if config is not None and overrides:
+            raise TypeError("pass either a SandboxConfig or keyword overrides, not both")
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._workers: list[_WorkerProcess] = []
+        self._idle: asyncio.Queue[_WorkerProcess | None] | None = None
+        self._sessions: dict[str, tuple[_WorkerProcess, asyncio.Lock]] = {}
+        self._start_lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._heal_tasks: set[asyncio.Task] = set()
+        self._unavailable: str | None = None
+        self._respawn_failures = 0
+        self._closed = False
+        self.worker_info: dict = {}
+
+    # -- lifecycle
+    async def start(self) -> None:
+        """Check isolation and start all workers in parallel; SandboxUnavailable if impossible."""
+        self._bind_loop()
+        async with self._start_lock:
+            if self._idle is not None:
+                return
+            if self._closed:
+                raise SandboxUnavailable("sandbox is closed")
+            self._check_isolation()
+            workers = [_WorkerProcess(self.config, "stateless") for _ in range(self.config.workers)]
+            outcomes = await asyncio.gather(*(w.start() for w in workers), return_exceptions=True)
+            failures = [o for o in outcomes if isinstance(o, BaseException)]
+            if failures:
+                await asyncio.gather(*(w.kill() for w in workers))
+                raise SandboxUnavailable(f"{len(failures)} of {len(workers)} sandbox workers failed to start: "
+                                         f"{_describe(failures[0])}")
+            self.worker_info = workers[0].info
+            if self.worker_info.get("failed"):
+                log.warning("sandbox workers could not pre-import: %s", self.worker_info["failed"])
+            self._workers = workers
+            self._idle = asyncio.Queue()
+            for w in workers:
+                self._idle.put_nowait(w)
+
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop, self._start_lock = loop, asyncio.Lock()
+        elif self._loop is not loop:
+            raise RuntimeError("this LocalSandbox is bound to another event loop (its workers' pipes live there): "
+                               "create one sandbox per event loop, or use only the blocking forms")
+
+    def _check_isolation(self) -> None:
+        if self.config.isolation == "none":
+            message = ("torl sandbox: isolation='none': model-written code runs UNISOLATED with your user's "
+                       "rights (files, network, processes). Only for trusted code or throwaway machines.")
+            log.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            return
+        try:
+            isolation.find_bwrap()
+            if isolation.needs_cgroup():
+                isolation.remove_stale_cgroups()
+                isolation.make_pids_cgroup(f"{os.getpid()}-probe", 8).remove()
+        except isolation.IsolationError as e:
+            raise SandboxUnavailable(f"sandbox isolation unavailable: {e}") from None
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for task in list(self._heal_tasks):
+            task.cancel()
+        workers = self._workers + [w for w, _ in self._sessions.values()]
+        self._workers, self._sessions = [], {}
+        await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
+        if self._idle is not None:
+            self._idle.put_nowait(None)  # wake anyone still waiting for a worker
+
+    # -- running code
+    async def run(self, code: str, *, timeout: float | None = None, memory_mb: int | None = None,
+                  session: str | None = None) -> ExecResult:
+        code = self.config.check_code(code)
+        timeout, memory_mb = self.config.check_limits(timeout, memory_mb)
+        request = {"op": "exec", "code": code, "timeout": timeout, "memory_mb": memory_mb}
+        if session is not None:
+            worker, lock = self._session(session)
+            async with lock:
+                return await self._execute(worker, request, session=session)
+        await self._ensure_started()
+        while True:
+            worker = await self._idle.get()
+            if worker is None:
+                self._idle.put_nowait(None)
+                raise SandboxUnavailable(self._unavailable or "sandbox is closed")
+            if worker.alive:
+                break
+            self.stats["worker_died_idle"] += 1  # e.g. killed from outside: replace, take another
+            self._replace(worker)
+        try:
+            return await self._execute(worker, request)
+        finally:
+            if worker.alive and not self._closed:
+                self._idle.put_nowait(worker)
+            elif not self._closed:
+                self._replace(worker)
+
+    async def _execute(self, worker: _WorkerProcess, request: dict, session: str | None = None) -> ExecResult:
+        self.stats["executions"] += 1
+        try:
+            answer = await worker.request(request, timeout=request["timeout"] + _ANSWER_GRACE_S)
+        except WorkerDied as e:
+            where = f"session {session} worker" if session else "worker"
+            return self._sandbox_error(f"{where} died while running code: {e}")
+        if answer.get("op") != "result":
+            await worker.kill()
+            return self._sandbox_error(f"worker sent an unexpected answer: {str(answer)[:300]}")
+        if answer.get("recycle"):
+            self.stats["worker_recycled"] += 1
+            await worker.kill()  # leftovers it could not clean: a fresh worker replaces it
+        result = ExecResult(
+            status=ExecStatus(answer["status"]), stdout=answer.get("stdout", ""), stderr=answer.get("stderr", ""),
+            exit_code=answer.get("exit_code"), duration_s=answer.get("duration_s", 0.0),
+            stdout_truncated=answer.get("stdout_truncated", False),
+            stderr_truncated=answer.get("stderr_truncated", False),
+            sandbox_message=answer.get("sandbox_message", ""))
+        self.stats[f"status/{result.status.value}"] += 1
+        if result.status is ExecStatus.SANDBOX_ERROR:
+            log.error("sandbox error: %s", result.sandbox_message)
+        return result
+
+    def _sandbox_error(self, message: str) -> ExecResult:
+        self.stats["status/sandbox_error"] += 1
+        log.error("sandbox error: %s", message)
+        return ExecResult(status=ExecStatus.SANDBOX_ERROR, sandbox_message=message)
+
+    async def _ensure_started(self) -> None:
+        if self._unavailable:
+            raise SandboxUnavailable(self._unavailable)
+        if self._idle is None:
+            await self.start()
+        else:
+            self._bind_loop()
+
+    # -- healing
+    def _replace(self, dead: _WorkerProcess) -> None:
+        task = asyncio.create_task(self._respawn(dead))
+        self._heal_tasks.add(task)
+        task.add_done_callback(self._heal_tasks.discard)
+
+    async def _respawn(self, dead: _WorkerProcess) -> None:
+        await dead.kill()
+        with contextlib.suppress(ValueError):
+            self._workers.remove(dead)
+        self.stats["worker_restarts"] += 1
+        while not self._closed:
+            fresh = _WorkerProcess(self.config, "stateless")
+            try:
+                await fresh.start()
+            except (WorkerDied, isolation.IsolationError, OSError) as e:
+                self._respawn_failures += 1
+                log.error("could not replace a sandbox worker (%d/%d): %s",
+                          self._respawn_failures, _MAX_RESPAWN_FAILURES, e)
+                if self._respawn_failures >= _MAX_RESPAWN_FAILURES:
+                    self._unavailable = f"sandbox workers keep failing to start: {_describe(e)}"
+                    self._idle.put_nowait(None)
+                    return
+                await asyncio.sleep(0.5 * self._respawn_failures)
+                continue
+            self._respawn_failures = 0
+            if self._closed:
+                await fresh.kill()
+                return
+            self._workers.append(fresh)
+            self._idle.put_nowait(fresh)
+            return
+
+    # -- sessions
+    async def open_session(self) -> str:
+        """Start a dedicated worker whose globals persist across `run(..., session=id)` calls."""
+        self._bind_loop()
+        if self._unavailable:
+            raise SandboxUnavailable(self._unavailable)
+        if self._closed:
+            raise SandboxUnavailable("sandbox is closed")
+        if len(self._sessions) >= self.config.max_sessions:
+            raise SandboxUnavailable(f"too many open sessions ({len(self._sessions)}, "
+                                     f"SandboxConfig.max_sessions): close_session() the ones you are done with")
+        self._check_isolation()
+        worker = _WorkerProcess(self.config, "session")
+        session = uuid.uuid4().hex[:12]
+        self._sessions[session] = (worker, asyncio.Lock())  # reserve the slot while starting
+        try:
+            await worker.start()
+        except WorkerDied as e:
+            self._sessions.pop(session, None)
+            raise SandboxUnavailable(f"could not start a session worker: {e}") from None
+        self.stats["sessions_opened"] += 1
+        return session
+
+    async def close_session(self, session: str) -> None:
+        worker, lock = self._session(session)
+        self._sessions.pop(session, None)
+        async with lock:
+            await worker.close()
+
+    def _session(self, session: str) -> tuple[_WorkerProcess, asyncio.Lock]:
+        try:
+            return self._sessions[session]
+        except (KeyError, TypeError):
+            raise UnknownSession(f"unknown sandbox session {session!r}: open one with open_session() "
+                                 "(it may have been closed already)") from None
+
+    # -- checks
+    async def health_check(self) -> None:
+        """Run a known snippet; SandboxUnavailable with the reason if the answer is wrong."""
+        try:
+            result = await self.run("import math, numpy, sympy\nprint(math.factorial(5), int(numpy.arange(4).sum()), "
+                                    "sympy.Integer(2)**10)", timeout=30)
+        except SandboxUnavailable:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure here means the sandbox is unusable
+            raise SandboxUnavailable(f"sandbox health check failed: {_describe(e)}") from e
+        if result.status is not ExecStatus.OK or result.stdout.strip() != "120 6 1024":
+            detail = result.sandbox_message or result.stderr.strip()[-500:] or result.stdout[:200]
+            raise SandboxUnavailable(f"sandbox health check failed: status {result.status.value}: {detail}")
+
+    def worker_pids(self) -> list[int]:
+        """Host pids of the worker processes (bwrap monitors), for diagnostics and tests."""
+        return [w.pid for w in self._workers + [w for w, _ in self._sessions.values()] if w.alive]
+
+    def isolation_report(self) -> list[tuple[str, bool, str]]:
+        """(mechanism, active, detail) rows describing how code is confined right now."""
+        cfg, info = self.config, self.worker_info
+        if cfg.isolation == "none":
+            return [("isolation", False, "isolation='none': code runs UNISOLATED (rlimits only)")]
+        cgroup = isolation.needs_cgroup()
+        return [
+            ("bubblewrap", True, isolation.find_bwrap()),
+            ("pid namespace", info.get("pid") == 1, f"worker is pid {info.get('pid')} inside; user code "
+                                                    "cannot signal it, every leftover process is killed"),
+            ("user namespace", info.get("uid") == 65534, f"code runs as uid {info.get('uid')} (nobody), no capabilities"),
+            ("network namespace", set(info.get("net_interfaces", [])) <= {"lo"},
+             f"interfaces: {', '.join(info.get('net_interfaces', [])) or 'none'}"),
+            ("filesystem", True, "read-only allowlist: /usr, interpreter dirs " + ", ".join(isolation.python_roots())
+             + f"; private tmpfs /tmp ({cfg.scratch_mb} MB), wiped after each run; home and project hidden"),
+            ("process bound", True, f"pids cgroup, max {cfg.max_processes} + 4 per worker" if cgroup
+             else f"RLIMIT_NPROC={cfg.max_processes}"),
+            ("rlimits", True, f"address space +{cfg.memory_mb} MB, CPU ~timeout, {cfg.max_open_files} files, "
+                              f"{cfg.max_file_size_mb} MB per file, no core dumps"),
+            ("output cap", True, f"{cfg.max_output_bytes} bytes, then killed"),
+        ]
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if not isinstance(error, (WorkerDied, SandboxUnavailable)) else str(error)

@@ -1,0 +1,119 @@
+"""`torl rollout`: one tool-integrated trajectory for a question, printed readably or as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("rollout", help="run one tool-integrated trajectory and show it",
+                              description="Generate one TIR trajectory: reasoning, code, interpreter output, answer.")
+    p.add_argument("--model", default="smollm2-135m", help="HF id, local checkpoint, or smollm2-135m")
+    p.add_argument("--question", required=True)
+    p.add_argument("--answer", default=None, help="gold answer: also print the reward")
+    p.add_argument("--engine", default="transformers", choices=["transformers", "vllm", "openai"])
+    p.add_argument("--base-url", default=None, help="openai engine: the server's /v1 URL")
+    p.add_argument("--template", default="torl", help="prompt template name (torl, torl_think, torl_fewshot, chat)")
+    p.add_argument("--max-tool-calls", type=int, default=2)
+    p.add_argument("--max-tokens", type=int, default=512, help="response budget, interpreter tokens included")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print the trajectory as JSON (Trajectory.to_dict)")
+    p.set_defaults(func=run_rollout)
+
+
+def run_rollout(args: argparse.Namespace) -> int:
+    from torl.cli import UserError
+    from torl.tir.templates import get_template
+
+    try:
+        template = get_template(args.template)
+        if args.max_tool_calls < 0 or args.max_tokens < 1:
+            raise ValueError("--max-tool-calls must be >= 0 and --max-tokens >= 1")
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    trajectory, reward = asyncio.run(_rollout(args, template))
+    if args.json:
+        data = trajectory.to_dict()
+        if reward is not None:
+            data["reward"] = {"reward": reward.reward, "correct": reward.correct, "extracted": reward.extracted,
+                              "reason": reward.reason}
+        print(json.dumps(data, indent=2))
+    else:
+        _print_readable(trajectory, reward)
+    return 0
+
+
+async def _rollout(args, template):
+    from torl.cli import UserError
+    from torl.engines import make_engine
+    from torl.engines.models import ModelNotFound
+    from torl.sandbox.local import LocalSandbox
+    from torl.tir.loop import RolloutConfig, rollout
+
+    try:
+        if args.engine == "openai":
+            from transformers import AutoTokenizer
+
+            from torl.engines.models import resolve_model
+
+            if not args.base_url:
+                raise UserError("--engine openai needs --base-url (e.g. http://localhost:8000/v1)")
+            engine = make_engine("openai", args.model, base_url=args.base_url,
+                                 tokenizer=AutoTokenizer.from_pretrained(resolve_model(args.model)))
+        elif args.engine == "vllm":
+            engine = make_engine("vllm", args.model)
+        else:
+            engine = make_engine("transformers", args.model, device=args.device)
+    except ModelNotFound as e:
+        raise UserError(str(e)) from None
+    try:
+        prompt = template.encode(args.question, engine.tokenizer)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    config = RolloutConfig(max_tool_calls=args.max_tool_calls, max_response_tokens=args.max_tokens,
+                           temperature=args.temperature, seed=args.seed,
+                           stop_strings=template.stop)
+    async with engine:
+        if args.max_tool_calls:
+            async with LocalSandbox() as sandbox:
+                trajectory = await rollout(engine, sandbox, prompt, config)
+        else:
+            trajectory = await rollout(engine, None, prompt, config)
+    reward = None
+    if args.answer is not None:
+        from torl.reward import score
+
+        reward = score(trajectory.text, args.answer, calls=trajectory.calls)
+    return trajectory, reward
+
+
+def _print_readable(trajectory, reward) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.text import Text
+
+    console = Console()
+    call_index = 0
+    for segment in trajectory.segments:
+        if segment["kind"] == "model":
+            console.print(Text(segment["text"]), end="")
+        else:
+            call = trajectory.calls[call_index]
+            call_index += 1
+            status = call.result.status.value
+            console.print(Panel(Text(call.observation), title=f"interpreter: {status} ({call.result.duration_s:.2f}s)",
+                                border_style="green" if status == "ok" else "red"))
+    console.print()
+    console.rule()
+    from torl.reward import extract_answer
+
+    console.print(f"finish: {trajectory.finish_reason}{' (truncated)' if trajectory.truncated else ''}  "
+                  f"tool calls: {trajectory.num_calls}  skipped blocks: {len(trajectory.skipped_calls)}  "
+                  f"tokens: {trajectory.model_tokens} model + {trajectory.tool_tokens} interpreter")
+    console.print(f"answer: {extract_answer(trajectory.text)}")
+    if reward is not None:
+        console.print(f"reward: {reward.reward:+g} ({'correct' if reward.correct else reward.reason})")

@@ -1,0 +1,106 @@
+"""`Trajectory`: what one tool-integrated rollout produced, and its JSON schema.
+
+``Trajectory.to_dict()`` is the interchange format read by training, evaluation and analysis
+(``Trajectory.from_dict`` inverts it exactly). Keys:
+
+- ``prompt_ids`` (list[int]): the prompt, as given to the loop.
+- ``completion_ids`` (list[int]): everything after the prompt, in order: model tokens exactly as
+  sampled (never re-tokenized, EOS included when the model emitted it) and interpreter tokens
+  (each observation text tokenized on its own and appended).
+- ``loss_mask`` (list[int], len = completion_ids): 1 = the model sampled this token, 0 = the
+  interpreter wrote it. The stop text ```` ```output ```` is sampled by the model (writing it *is*
+  the decision to call the tool), so it stays 1; everything the loop appends after it (the
+  newline, the observation, the closing fence ```` ``` ````) is 0. Masking the interpreter side
+  only keeps the gradient on every choice the model made and on nothing it merely read.
+- ``logprobs`` (list[float] | null, len = completion_ids): log-probability of each model token
+  under the sampling distribution (see the engine's docs; tempered by the temperature used);
+  exactly 0.0 at interpreter tokens (use ``loss_mask`` to tell them apart). null when the engine
+  was asked for no logprobs.
+- ``calls`` (list[ToolCall dict]): executed tool calls in order: ``code``, ``result``
+  (``ExecResult.to_dict()``), ``observation`` (the text the model saw inside the output block),
+  ``executed`` (true; false only for a call that hit a sandbox error and was not fed back),
+  ``token_start``/``token_end`` (the span of completion_ids holding the appended interpreter
+  tokens, end exclusive).
+- ``skipped_calls`` (list[{code, reason}]): complete ```` ```python ```` blocks that did not run:
+  ``reason`` = "over_budget" (written after the C-call budget was used up) or "not_last" (an
+  earlier block in a turn: only the last block of a turn runs).
+- ``segments`` (list[{kind, text}]): the completion as alternating "model" / "tool" text.
+- ``text`` (str): the full decoded completion (special tokens skipped) = concat of segments.
+- ``finish_reason``: "stop" (EOS or end of text) | "length" (response budget used up) |
+  "sandbox_error" (our infrastructure failed; drop the trajectory from training).
+- ``truncated`` (bool): cut by the response-length budget (which counts interpreter tokens).
+- ``sandbox_error`` (bool), ``sandbox_errors`` (int): sandbox failures seen (retries included).
+- ``model_tokens`` / ``tool_tokens`` (int): counts of mask-1 / mask-0 tokens.
+- ``num_turns`` (int): generate() calls made.
+- ``metadata`` (dict): free-form, e.g. question id, gold answer, template name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torl.sandbox.result import ExecResult
+
+
+@dataclasses.dataclass
+class ToolCall:
+    code: str
+    result: ExecResult
+    observation: str
+    executed: bool = True
+    token_start: int = 0
+    token_end: int = 0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["result"] = self.result.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ToolCall":
+        d = dict(d)
+        d["result"] = ExecResult.from_dict(d["result"])
+        return cls(**d)
+
+
+@dataclasses.dataclass
+class SkippedCall:
+    code: str
+    reason: str  # "over_budget" | "not_last"
+
+
+@dataclasses.dataclass
+class Trajectory:
+    prompt_ids: list[int]
+    completion_ids: list[int] = dataclasses.field(default_factory=list)
+    loss_mask: list[int] = dataclasses.field(default_factory=list)
+    logprobs: list[float] | None = dataclasses.field(default_factory=list)
+    calls: list[ToolCall] = dataclasses.field(default_factory=list)
+    skipped_calls: list[SkippedCall] = dataclasses.field(default_factory=list)
+    segments: list[dict] = dataclasses.field(default_factory=list)
+    text: str = ""
+    finish_reason: str = "stop"
+    truncated: bool = False
+    sandbox_error: bool = False
+    sandbox_errors: int = 0
+    model_tokens: int = 0
+    tool_tokens: int = 0
+    num_turns: int = 0
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_calls(self) -> int:
+        return len(self.calls)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["calls"] = [c.to_dict() for c in self.calls]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Trajectory":
+        d = dict(d)
+        d["calls"] = [ToolCall.from_dict(c) for c in d.get("calls", [])]
+        d["skipped_calls"] = [SkippedCall(**s) for s in d.get("skipped_calls", [])]
+        return cls(**d)

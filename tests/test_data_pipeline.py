@@ -1,0 +1,113 @@
+"""The whole pipeline on the MATH training set, its combined report, and the `torl data` CLI."""
+
+import argparse
+import json
+
+import pytest
+
+from torl.data.pipeline import PipelineConfig, config_from_dict, load_config, run_pipeline
+from torl.data.records import DataError, read_records
+
+
+def data_cli(argv):
+    """Runs `torl data ...` through the package's own register() (what torl.cli wires in)."""
+    from torl.data import commands
+
+    parser = argparse.ArgumentParser(prog="torl")
+    commands.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["data", *argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def math_pipeline(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline")
+    config = config_from_dict({
+        "inputs": [str(shared_data / "train" / "math_train.jsonl")],
+        "decontam": {"benchmark_dir": str(shared_data / "benchmarks")},
+        "output": {"format": "parquet", "template": "torl"},
+    })
+    records, stats = run_pipeline(config, out)
+    return out, records, stats
+
+
+@pytest.mark.slow  # the verifier checks ~2,000 distinct MATH answers: about a minute on 2 cores
+def test_math_pipeline_counts_add_up(math_pipeline):
+    out, records, stats = math_pipeline
+    assert stats["n_in"] == 7498
+    assert stats["n_in"] == stats["n_out"] + sum(stats["removed"].values())
+    stages = stats["stages"]
+    assert [s["stage"] for s in stages] == ["ingest", "filter", "dedup", "decontam", "output"]
+    for s in stages:
+        assert s["n_in"] == s["n_out"] + sum(s["removed"].values())
+    assert stats["removed"]["filter/multiple_choice"] > 0  # MATH has letter-answer questions
+    assert stats["removed"]["dedup/exact_duplicate"] > 0
+    decontam = stages[3]
+    assert set(decontam["details"]["benchmarks"]) >= {"math500", "aime24", "amc23", "gsm8k"}
+    assert decontam["details"]["exact_overlaps"]["math500"] == 0
+    assert json.loads((out / "stats.json").read_text())["n_out"] == len(records) == stats["n_out"]
+    report = (out / "report.md").read_text()
+    assert f"**7498 in = {stats['n_out']} out + {7498 - stats['n_out']} removed**" in report
+    assert "examples removed by `multiple_choice`" in report
+
+
+@pytest.mark.slow
+def test_math_pipeline_output_is_what_the_trainer_reads(math_pipeline):
+    out, records, _ = math_pipeline
+    written = read_records(out / "train.parquet")
+    assert written == records
+    first = written[0]
+    assert first["prompt"].startswith("A conversation between User and Assistant.")
+    assert first["prompt"].endswith(first["problem"] + "\nAssistant:\n")
+    assert "within \\boxed{}." in first["prompt"]
+    assert len({r["id"] for r in written}) == len(written)
+
+
+def test_config_yaml_and_unknown_keys(tmp_path):
+    (tmp_path / "c.yaml").write_text("inputs: [a.jsonl]\nfilter: {proof: {enabled: false}}\ndedup: {near_threshold: 0.9}\n")
+    config = load_config(tmp_path / "c.yaml")
+    assert config.inputs[0].path == "a.jsonl" and config.filter == {"proof": {"enabled": False}}
+    assert config.dedup.near_threshold == 0.9
+    with pytest.raises(DataError, match="section 'dedup': unknown key\\(s\\) \\['treshold'\\]"):
+        config_from_dict({"dedup": {"treshold": 0.9}})
+    with pytest.raises(DataError, match="no inputs given"):
+        run_pipeline(PipelineConfig(), tmp_path / "out")
+
+
+def test_cli_stages_chain(tmp_path, shared_data):
+    raw = tmp_path / "raw.jsonl"
+    rows = [
+        {"problem": "What is $6 \\times 7$?", "solution": "It is $\\boxed{42}$."},
+        {"problem": "what is 6 \\times 7?", "solution": "$\\boxed{42}$"},
+        {"problem": "Prove that $2 > 1$.", "solution": "Obvious. $\\boxed{\\text{proof}}$"},
+        {"problem": "Compute $2^{10}$.", "solution": "$2^{10} = \\boxed{1024}$"},
+    ]
+    raw.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
+    assert data_cli(["ingest", "--input", str(raw), "--out", str(tmp_path / "i"), "--skip-malformed"]) == 0
+    ingest_stats = json.loads((tmp_path / "i" / "stats.json").read_text())
+    assert ingest_stats["removed"] == {"malformed_row": 1} and ingest_stats["n_out"] == 4
+    assert data_cli(["filter", "--input", str(tmp_path / "i" / "data.jsonl"), "--out", str(tmp_path / "f")]) == 0
+    assert data_cli(["dedup", "--input", str(tmp_path / "f" / "data.jsonl"), "--out", str(tmp_path / "d")]) == 0
+    assert data_cli(["decontam", "--input", str(tmp_path / "d" / "data.jsonl"), "--benchmarks", "math500",
+                     "--benchmark-dir", str(shared_data / "benchmarks"), "--out", str(tmp_path / "c")]) == 0
+    final = read_records(tmp_path / "c" / "data.jsonl")
+    assert [r["answer"] for r in final] == ["42", "1024"]
+    assert data_cli(["export", "--input", str(tmp_path / "c" / "data.jsonl"), "--template", "torl",
+                     "--out", str(tmp_path / "train.jsonl")]) == 0
+    assert all("prompt" in r for r in read_records(tmp_path / "train.jsonl"))
+    assert data_cli(["synth", "--kinds", "modexp", "--n", "5", "--out", str(tmp_path / "s.jsonl")]) == 0
+    assert len(read_records(tmp_path / "s.jsonl")) == 5
+
+
+def test_cli_pipeline_and_user_errors(tmp_path, shared_data):
+    from torl.cli import UserError
+
+    src = tmp_path / "gsm.jsonl"
+    src.write_text(json.dumps({"question": "Tom has 3 apples and buys 4. How many now?", "answer": "3+4=7\n#### 7"}) + "\n")
+    assert data_cli(["pipeline", "--input", str(src), "--out", str(tmp_path / "p"), "--no-decontam"]) == 0
+    stats = json.loads((tmp_path / "p" / "stats.json").read_text())
+    assert stats["n_in"] == 1 == stats["n_out"]
+    with pytest.raises(UserError, match="input not found"):
+        data_cli(["pipeline", "--input", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "q")])
+    with pytest.raises(UserError, match="unknown column 'nope'"):
+        data_cli(["ingest", "--input", str(src), "--map", "problem=nope", "--out", str(tmp_path / "r")])
