@@ -13,7 +13,9 @@ import sys
 
 # Order is the order shown in `torl --help`.
 COMMAND_MODULES = [
+    "torl.eval.commands",
     "torl.tir.commands",
+    "torl.analysis.commands",
     "torl.data.commands",
     "torl.reward.commands",
     "torl.sandbox.commands",

@@ -1,0 +1,108 @@
+"""`build_report`: plots, analytics and the HTML trajectory browser for a training run or an eval dir.
+
+Writes into `out_dir` (default ``<run>/report``):
+
+- training run: ``curves.png`` + ``curve_*.png`` (ToRL's curves), ``analytics_over_steps.png``,
+  ``analytics_by_step.json``;
+- eval dir: ``eval_benchmarks.png``, ``analytics.json``;
+- both: ``index.html`` (self-contained: plots inline, trajectories embedded, filters).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from torl.analysis.behaviour import metrics_by
+from torl.analysis.plots import analytics_over_steps, eval_bars, training_curves
+from torl.analysis.rundata import RunData, load_run
+from torl.analysis.tables import display_name, metric_title, metrics_shown, table_rows
+from torl.analysis.viewer import render_page
+from torl.cli import UserError
+
+SUMMARY_KEYS = ("accuracy", "code_ratio", "pass_ratio", "calls_per_response", "response_tokens",
+                "error_recovery_ratio", "cross_check_ratio", "accuracy_with_code", "accuracy_without_code")
+
+
+def pick_samples(samples: list[dict], group_key: str, max_samples: int) -> list[dict]:
+    """At most `max_samples` rows for the page, spread evenly over groups (steps/benchmarks), order kept."""
+    if max_samples <= 0 or len(samples) <= max_samples:
+        return samples
+    groups: dict[object, list[int]] = {}
+    for i, row in enumerate(samples):
+        groups.setdefault(row.get(group_key), []).append(i)
+    quota, chosen = max(1, max_samples // len(groups)), []
+    for indices in groups.values():
+        stride = max(1, math.ceil(len(indices) / quota))
+        chosen.extend(indices[::stride][:quota])
+    return [samples[i] for i in sorted(chosen)[:max_samples]]
+
+
+def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, max_samples: int = 3000) -> list[Path]:
+    """Write the report; return the files written (index.html first)."""
+    run = load_run(run_dir)
+    out = Path(out_dir) if out_dir is not None else run.root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    if run.kind == "train" and not run.metrics and not run.samples:
+        raise UserError(f"{run.root} holds no metrics and no samples yet; run at least one training step")
+    grouped = metrics_by(run.samples, key=lambda r: r.get(run.group_key))
+    if run.results and run.results.get("benchmarks"):  # the user's benchmark order, as in the results table
+        order = list(run.results["benchmarks"])
+        grouped = dict(sorted(grouped.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    if run.kind == "train":
+        images = training_curves(run.metrics, grouped, out) + analytics_over_steps(grouped, out)
+        data_file = out / "analytics_by_step.json"
+    else:
+        images = eval_bars(grouped, out, display=display_name)
+        data_file = out / "analytics.json"
+    data_file.write_text(json.dumps({str(k): v for k, v in grouped.items()}, indent=2) + "\n")
+
+    shown = pick_samples(run.samples, run.group_key, max_samples)
+    note = "" if len(shown) == len(run.samples) else (
+        f"The browser holds {len(shown)} of {len(run.samples)} trajectories, spread evenly over "
+        f"{run.group_key}s (--max-samples to change).")
+    page = render_page(
+        title=f"torl {'training run' if run.kind == 'train' else 'evaluation'}: {run.root.resolve().name}",
+        subtitle=_subtitle(run),
+        rows=shown,
+        group_key=run.group_key,
+        tables=_tables(run, grouped),
+        images=[p for p in images if not p.name.startswith("curve_")],  # the grid holds them all
+        note=note,
+    )
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return [index, data_file, *images]
+
+
+def _subtitle(run: RunData) -> str:
+    if run.kind == "eval" and run.results:
+        s = run.results.get("settings", {})
+        return (f"model {s.get('model')} · template {s.get('template')} · C = {s.get('max_tool_calls')} · "
+                f"{run.results.get('k', 1)} sample(s) per problem · {len(run.samples)} trajectories")
+    steps = sorted({r["step"] for r in run.metrics if "step" in r})
+    span = f"steps {steps[0]}–{steps[-1]}" if steps else "no logged steps"
+    return f"{run.root} · {span} · {len(run.samples)} sampled responses"
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _tables(run: RunData, grouped: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    tables = []
+    if run.kind == "eval" and run.results:
+        for metric in metrics_shown(run.results):
+            header, cells = table_rows(run.results, metric)
+            tables.append((f"{metric_title(metric, run.results['k'])} (%)", header, [cells]))
+    keys = list(grouped)
+    if run.kind == "train" and len(keys) > 6:  # first, a few evenly spaced, last
+        keys = [keys[round(i * (len(keys) - 1) / 5)] for i in range(6)]
+    if keys:
+        header = ["metric"] + [f"{run.group_key} {k}" if run.kind == "train" else display_name(str(k)) for k in keys]
+        body = [[key] + [_fmt(grouped[k].get(key)) for k in keys] for key in SUMMARY_KEYS]
+        tables.append(("Behaviour analytics (torl/analysis/METRICS.md)", header, body))
+    return tables

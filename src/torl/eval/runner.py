@@ -1,0 +1,262 @@
+"""`run_eval`: sample every (problem, sample) of every benchmark with the TIR loop, score, summarize.
+
+Samples run concurrently (at most `concurrency` in flight; the engine batches them) and each is
+appended to ``trajectories.jsonl`` the moment it is scored, so a killed eval loses at most the
+samples in flight; rerunning the same command skips every finished sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+from torl.cli import UserError
+from torl.eval.benchmarks import load_benchmark, resolve_benchmark
+from torl.eval.store import TrajectoryLog, row_key
+
+TOKEN_LISTS = ("prompt_ids", "completion_ids", "loss_mask", "logprobs")
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    model: str
+    benchmarks: list[str]
+    out_dir: str
+    engine: str = "transformers"          # transformers | vllm | openai
+    base_url: str | None = None           # engine=openai: the server, e.g. http://localhost:8000/v1
+    api_key: str | None = None
+    tokenizer: str | None = None          # engine=openai: tokenizer of the served model (default: --model)
+    template: str = "torl"
+    max_tool_calls: int = 1               # C; ToRL's table uses C = 1
+    n: int = 1                            # samples per problem (K)
+    temperature: float = 0.0              # 0 = greedy, ToRL's table
+    top_p: float = 1.0
+    max_tokens: int = 2048                # response budget, interpreter tokens included
+    limit: int | None = None              # first N problems of each benchmark
+    data_dir: str | None = None
+    problem_column: str | None = None
+    answer_column: str | None = None
+    reward_scheme: str = "torl"
+    seed: int = 0
+    concurrency: int = 32
+    sandbox_url: str | None = None        # a `torl sandbox serve` / SandboxFusion server instead of the local sandbox
+    exec_timeout: float | None = None
+    model_label: str | None = None        # the table's row name (default: the model name)
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise UserError("--n must be >= 1")
+        if self.n > 1 and self.temperature <= 0:
+            raise UserError("--n > 1 with greedy decoding repeats one sample; set --temperature > 0 (e.g. 0.6)")
+        if self.max_tool_calls < 0:
+            raise UserError("--max-tool-calls must be >= 0 (0 = no code execution)")
+        if self.max_tokens < 1 or self.concurrency < 1:
+            raise UserError("--max-tokens and --concurrency must be >= 1")
+        if not self.benchmarks:
+            raise UserError("--benchmarks is empty; name at least one benchmark")
+
+    def settings(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["label"] = self.model_label or self.model
+        return d
+
+
+def compact(trajectory: dict) -> dict:
+    """The trajectory without its token lists (their lengths kept), as in training sample dumps."""
+    out = {k: v for k, v in trajectory.items() if k not in TOKEN_LISTS}
+    out["prompt_tokens"] = len(trajectory.get("prompt_ids") or [])
+    out["completion_tokens"] = len(trajectory.get("completion_ids") or [])
+    return out
+
+
+def sample_seed(seed: int, benchmark: str, question_id: str, sample: int) -> int:
+    """Per-sample seed independent of scheduling order, so a resumed eval samples the same thing."""
+    return (seed * 1_000_003 + zlib.crc32(f"{benchmark}/{question_id}".encode()) + sample * 7919) % 2**31
+
+
+def load_all(cfg: EvalConfig) -> dict[str, list[dict]]:
+    """Every benchmark's problems (each already cut to `limit`); fails before any model is loaded."""
+    for name in cfg.benchmarks:  # every name checked before any (possibly slow) loading
+        resolve_benchmark(name, cfg.data_dir)
+    return {
+        name: load_benchmark(name, data_dir=cfg.data_dir, problem_column=cfg.problem_column,
+                             answer_column=cfg.answer_column, limit=cfg.limit)
+        for name in cfg.benchmarks
+    }
+
+
+def run_eval(
+    cfg: EvalConfig,
+    *,
+    engine_factory: Callable[[EvalConfig], object] | None = None,
+    sandbox_factory: Callable[[EvalConfig], object] | None = None,
+    scorer: Callable | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run (or resume) the eval, write every output file, return the summary (see `summary.py`).
+
+    Factories build the engine / sandbox inside the event loop (defaults: `build_engine`,
+    `build_sandbox`); `scorer(text, gold, calls) -> RewardResult` defaults to `torl.reward.score`.
+    """
+    from torl.eval.summary import summarize, write_outputs
+
+    benchmarks = load_all(cfg)
+    log = TrajectoryLog(cfg.out_dir)
+    log.open(cfg.settings())
+    try:
+        done = log.done()
+        todo = [(name, problem, s) for name, problems in benchmarks.items() for problem in problems
+                for s in range(cfg.n) if (name, problem["id"], s) not in done]
+        if todo:
+            asyncio.run(_sample_all(cfg, todo, log, engine_factory or build_engine,
+                                    sandbox_factory or build_sandbox, scorer or _default_scorer(cfg), progress))
+    finally:
+        log.close()
+    wanted = {(name, p["id"], s) for name, problems in benchmarks.items() for p in problems for s in range(cfg.n)}
+    rows = [r for r in log.rows() if row_key(r) in wanted]
+    summary = summarize(rows, cfg)
+    write_outputs(summary, rows, Path(cfg.out_dir))
+    return summary
+
+
+def _default_scorer(cfg: EvalConfig):
+    from torl.reward import score
+
+    def scorer(text: str, gold: str, calls: list[dict]):
+        return score(text, gold, scheme=cfg.reward_scheme, calls=calls)
+
+    return scorer
+
+
+async def _sample_all(cfg, todo, log: TrajectoryLog, engine_factory, sandbox_factory, scorer, progress) -> None:
+    from torl.tir.templates import get_template
+
+    try:
+        template = get_template(cfg.template)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    sandbox = engine = None
+    try:
+        sandbox = await sandbox_factory(cfg) if cfg.max_tool_calls > 0 else None
+        engine = await engine_factory(cfg)
+        await _sample_with(cfg, todo, log, template, engine, sandbox, scorer, progress)
+    finally:
+        if engine is not None:
+            await engine.aclose()
+        if sandbox is not None:
+            await sandbox.aclose()
+
+
+async def _sample_with(cfg, todo, log: TrajectoryLog, template, engine, sandbox, scorer, progress) -> None:
+    from tqdm import tqdm
+
+    from torl.tir.loop import RolloutConfig, rollout
+
+    rollout_config = RolloutConfig(max_tool_calls=cfg.max_tool_calls, max_response_tokens=cfg.max_tokens,
+                                   temperature=cfg.temperature, top_p=cfg.top_p, logprobs=False,
+                                   exec_timeout=cfg.exec_timeout, on_sandbox_error="mark")
+    prompts: dict[tuple[str, str], list[int]] = {}
+    gate = asyncio.Semaphore(cfg.concurrency)
+    bar = tqdm(total=len(todo), desc="eval", unit="sample", disable=not progress)
+
+    async def one(name: str, problem: dict, sample: int) -> None:
+        async with gate:
+            key = (name, problem["id"])
+            if key not in prompts:
+                try:
+                    prompts[key] = template.encode(problem["problem"], engine.tokenizer)
+                except ValueError as e:  # e.g. a chat template on a tokenizer without one
+                    raise UserError(str(e)) from None
+            config = dataclasses.replace(rollout_config, seed=sample_seed(cfg.seed, name, problem["id"], sample))
+            traj = (await rollout(engine, sandbox, prompts[key], config)).to_dict()
+        # Checking runs in worker processes; a thread keeps the event loop generating meanwhile.
+        result = None if traj["sandbox_error"] else await asyncio.to_thread(scorer, traj["text"], problem["answer"], traj["calls"])
+        log.append({
+            "benchmark": name, "question_id": problem["id"], "sample": sample,
+            "problem": problem["problem"], "gold": problem["answer"],
+            "correct": None if result is None else bool(result.correct),
+            "reward": None if result is None else float(result.reward),
+            "extracted": None if result is None else result.extracted,
+            "reason": "sandbox_error" if result is None else result.reason,
+            "trajectory": compact(traj),
+        })
+        bar.update(1)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for name, problem, sample in todo:
+                group.create_task(one(name, problem, sample))
+    except ExceptionGroup as group_error:  # one sample failed and cancelled the rest: report that failure
+        raise group_error.exceptions[0]
+    finally:
+        bar.close()
+
+
+async def build_sandbox(cfg: EvalConfig):
+    """The local sandbox (or the remote one at ``--sandbox-url``), health-checked before any model work."""
+    from torl.sandbox import SandboxUnavailable, make_sandbox
+
+    sandbox = make_sandbox(url=cfg.sandbox_url) if cfg.sandbox_url else make_sandbox()
+    try:
+        await sandbox.health_check()
+    except SandboxUnavailable as e:
+        await sandbox.aclose()
+        raise UserError(f"the sandbox is not usable: {e}; check it with `torl sandbox check`") from None
+    return sandbox
+
+
+async def build_engine(cfg: EvalConfig):
+    """The generation engine for `cfg.engine`; an OpenAI-compatible server is probed first."""
+    from torl.engines import make_engine
+
+    if cfg.engine == "openai":
+        if not cfg.base_url:
+            raise UserError("--engine openai needs --base-url (e.g. http://localhost:8000/v1)")
+        served = await probe_server(cfg.base_url, cfg.api_key)
+        if served and cfg.model not in served:
+            raise UserError(f"the server at {cfg.base_url} serves {', '.join(served)}, not {cfg.model!r}; fix --model")
+        tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+        extra = {"api_key": cfg.api_key} if cfg.api_key else {}
+        return make_engine("openai", cfg.model, base_url=cfg.base_url, tokenizer=tokenizer, **extra)
+    if cfg.base_url:
+        raise UserError(f"--base-url only applies to --engine openai (got --engine {cfg.engine})")
+    try:
+        return make_engine(cfg.engine, cfg.model, seed=cfg.seed)
+    except (ValueError, ImportError, OSError) as e:
+        raise UserError(f"cannot start engine {cfg.engine!r} for model {cfg.model!r}: {e}") from None
+
+
+def load_tokenizer(name: str):
+    """The HF tokenizer for a model name (built-in short name, local dir or hub id)."""
+    from transformers import AutoTokenizer
+
+    from torl.engines.models import resolve_model
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model(name))
+    except (ValueError, OSError) as e:
+        raise UserError(f"cannot load a tokenizer for {name!r} ({str(e).splitlines()[0][:160]}); "
+                        "pass --tokenizer with the served model's HF id or local path") from None
+
+
+async def probe_server(base_url: str, api_key: str | None = None, timeout: float = 10.0) -> list[str]:
+    """GET ``<base_url>/models``; one clear UserError when the server cannot be reached. Returns model ids."""
+    import httpx
+
+    url = base_url.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.get(url, headers=headers)
+    except httpx.HTTPError as e:
+        raise UserError(f"cannot reach the OpenAI-compatible server at {base_url} ({type(e).__name__}); "
+                        "start it or fix --base-url") from None
+    if response.status_code != 200:
+        raise UserError(f"{url} answered HTTP {response.status_code}; is --base-url an OpenAI-compatible /v1 endpoint?")
+    try:
+        return [m["id"] for m in response.json().get("data", [])]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{url} did not return an OpenAI model list; is --base-url an OpenAI-compatible /v1 endpoint?") from None
