@@ -10,6 +10,11 @@
 Prints JSON: p50/p99 latency per snippet kind (one caller, sequential) and executions/s for a
 concurrent mix, plus ratios. Targets: (a) trivial p50 <= 15 ms; (a) throughput >= 20x (b);
 (a) trivial p50 <= 3x (c).
+
+Fairness: every backend is warmed up on every snippet kind first; (a) and (c) latencies are
+measured interleaved, call by call, so both see the same machine load; throughput rounds
+alternate a, c, a, c and each backend keeps its better round. The machine's load average is
+reported before and after, since on a shared machine it moves every number.
 """
 
 from __future__ import annotations
@@ -84,30 +89,77 @@ def run_subprocess(code: str) -> str:
         return "timeout"
 
 
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def percentiles(samples: list[float]) -> dict:
     s = sorted(samples)
     return {"p50_ms": round(1000 * statistics.median(s), 2),
             "p99_ms": round(1000 * s[min(len(s) - 1, int(0.99 * len(s)))], 2), "n": len(s)}
 
 
-async def bench_torl(counts: dict, mix: list[str], workers: int) -> dict:
-    async with LocalSandbox(SandboxConfig(workers=workers)) as sb:
-        await sb.start()
-        await sb.run("print(0)")
-        latency = {}
-        for kind, code in SNIPPETS.items():
-            times = []
-            for _ in range(counts[kind]):
-                t = time.perf_counter()
-                r = await sb.run(code, timeout=_timeout_for(code))
-                times.append(time.perf_counter() - t)
-                assert r.status.value == {"trivial": "ok", "math": "ok", "error": "error", "timeout": "timeout"}[kind], r
-            latency[kind] = percentiles(times)
-        t = time.perf_counter()
-        results = await asyncio.gather(*(sb.run(c, timeout=_timeout_for(c)) for c in mix))
-        elapsed = time.perf_counter() - t
-        assert all(r.status.value in ("ok", "error") for r in results)
-        return {"latency": latency, "throughput_per_s": round(len(mix) / elapsed, 1)}
+async def _settled(sb: LocalSandbox) -> None:
+    """Wait until no worker is still cleaning up after a run (older sandboxes clean up before answering)."""
+    if hasattr(sb, "wait_idle"):
+        await sb.wait_idle()
+
+
+def _check(kind: str, status: str) -> None:
+    expected = {"trivial": "ok", "math": "ok", "error": "error", "timeout": "timeout"}[kind]
+    assert status == expected, f"{kind} snippet gave {status}, expected {expected}"
+
+
+async def bench_torl_and_pool(sb: LocalSandbox, pool, counts: dict, mix: list[str], workers: int,
+                              warmup: int) -> tuple[dict, dict]:
+    """(a) and (c): latencies interleaved call by call, then alternating throughput rounds."""
+    async def torl_call(code: str) -> str:
+        return (await sb.run(code, timeout=_timeout_for(code))).status.value
+
+    def pool_call(code: str) -> str:
+        return pool.apply(_pool_exec, (code,))[0]
+
+    for kind, code in SNIPPETS.items():  # warm-up: every worker, every kind (not timed)
+        for _ in range(warmup if kind != "timeout" else 0):
+            await torl_call(code)
+            pool_call(code)
+    await _settled(sb)
+    times: dict[str, dict[str, list[float]]] = {"a": {}, "c": {}}
+    for kind, code in SNIPPETS.items():
+        a_times, c_times = times["a"].setdefault(kind, []), times["c"].setdefault(kind, [])
+        for _ in range(counts[kind]):
+            t = time.perf_counter()
+            status = await torl_call(code)
+            a_times.append(time.perf_counter() - t)
+            _check(kind, status)
+            await _settled(sb)  # (a)'s background cleanup must not eat (c)'s CPU
+            t = time.perf_counter()
+            status = pool_call(code)
+            c_times.append(time.perf_counter() - t)
+            _check(kind, status)
+    throughput: dict[str, float] = {"a": 0.0, "c": 0.0}
+    with ThreadPoolExecutor(workers) as threads:
+        for _ in range(2):
+            await _settled(sb)
+            t = time.perf_counter()
+            results = await asyncio.gather(*(sb.run(c, timeout=_timeout_for(c)) for c in mix))
+            throughput["a"] = max(throughput["a"], len(mix) / (time.perf_counter() - t))
+            assert all(r.status.value in ("ok", "error") for r in results)
+            await _settled(sb)
+            t = time.perf_counter()
+            list(threads.map(pool_call, mix))
+            throughput["c"] = max(throughput["c"], len(mix) / (time.perf_counter() - t))
+    return tuple({"latency": {k: percentiles(v) for k, v in times[x].items()},  # type: ignore[return-value]
+                  "throughput_per_s": round(throughput[x], 1)} for x in ("a", "c"))
+
+
+async def bench_warm(counts: dict, mix: list[str], workers: int, warmup: int) -> tuple[dict, dict]:
+    ctx = multiprocessing.get_context("forkserver")
+    with ctx.Pool(workers, initializer=_pool_init) as pool:
+        pool.map(_pool_exec, ["print(0)"] * workers * 2)
+        async with LocalSandbox(SandboxConfig(workers=workers)) as sb:
+            await sb.start()
+            return await bench_torl_and_pool(sb, pool, counts, mix, workers, warmup)
 
 
 def bench_sync(call, counts: dict, mix: list[str], workers: int) -> dict:
@@ -132,21 +184,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="parallel workers for every backend")
     args = parser.parse_args()
     scale = 1 if args.quick else 3
-    warm_counts = {"trivial": 40 * scale, "math": 15 * scale, "error": 15 * scale, "timeout": 2}
+    warm_counts = {"trivial": 100 * scale, "math": 20 * scale, "error": 30 * scale, "timeout": 2}
     cold_counts = {"trivial": 4 * scale, "math": 2 * scale, "error": 3 * scale, "timeout": 2}
     cycle = ["trivial", "trivial", "math", "error"]
     warm_mix = [SNIPPETS[cycle[i % 4]] for i in range(100 * scale)]
     cold_mix = [SNIPPETS[cycle[i % 4]] for i in range(8 * scale)]
 
-    report = {"machine": {"cpus": os.cpu_count()}, "workers": args.workers, "timeout_s": TIMEOUT_S}
-    report["a_torl_isolated"] = asyncio.run(bench_torl(warm_counts, warm_mix, args.workers))
-
-    ctx = multiprocessing.get_context("forkserver")
-    with ctx.Pool(args.workers, initializer=_pool_init) as pool:
-        pool.map(_pool_exec, ["print(0)"] * args.workers * 2)
-        report["c_warm_pool_unisolated"] = bench_sync(lambda c: pool.apply(_pool_exec, (c,)),
-                                                      warm_counts, warm_mix, args.workers)
+    report = {"machine": {"cpus": os.cpu_count(), "loadavg_before": _loadavg()},
+              "workers": args.workers, "timeout_s": TIMEOUT_S}
+    a, c = asyncio.run(bench_warm(warm_counts, warm_mix, args.workers, warmup=2 * args.workers))
+    report["a_torl_isolated"], report["c_warm_pool_unisolated"] = a, c
     report["b_subprocess_per_call"] = bench_sync(run_subprocess, cold_counts, cold_mix, args.workers)
+    report["machine"]["loadavg_after"] = _loadavg()
 
     a, b, c = (report[k] for k in ("a_torl_isolated", "b_subprocess_per_call", "c_warm_pool_unisolated"))
     report["ratios"] = {

@@ -29,10 +29,15 @@ def sandbox():
 
 
 def assert_contained(sb: LocalSandbox) -> None:
-    """Every stateless worker is exactly bwrap -> zygote again, and the pool still answers."""
+    """Once every stateless worker reports its cleanup done, it is exactly bwrap -> zygote -> one
+    spare (the child pre-forked for the next run, with no children), and the pool still answers."""
+    sb.wait_idle_sync()
     for pid in sb.worker_pids():
         descendants = psutil.Process(pid).children(recursive=True)
-        assert len(descendants) == 1, f"leftover processes under worker {pid}: {[d.cmdline() for d in descendants]}"
+        (zygote,) = psutil.Process(pid).children()
+        spares = zygote.children()
+        assert len(descendants) == 2 and len(spares) == 1, \
+            f"leftover processes under worker {pid}: {[d.cmdline() for d in descendants]}"
     for _ in range(sb.config.workers):  # every worker, not just one
         after = sb.run_sync("print(6 * 7)")
         assert after.status is ExecStatus.OK and after.stdout == "42\n"
@@ -164,6 +169,7 @@ def test_background_sleepers_are_killed(sandbox):
                               "subprocess.Popen(['setsid', 'sleep', '1001'])\n"
                               "if os.fork() == 0:\n    os.setsid()\n    import time; time.sleep(1002)\nprint('spawned')")
     assert result.status is ExecStatus.OK
+    sandbox.wait_idle_sync()  # the result comes before the cleanup; no run starts before it is done
     assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and p.info["cmdline"][:1] == ["sleep"]
                 and p.info["cmdline"][1:] in (["1000"], ["1001"])]
     assert_contained(sandbox)

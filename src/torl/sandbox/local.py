@@ -2,9 +2,12 @@
 
 Each worker is one `worker.py` zygote inside bwrap (see isolation.py), with its own pids cgroup
 when running as root. Stateless runs share a pool of N workers (an idle queue; callers beyond N
-wait their turn). A session pins a dedicated worker for its lifetime. A worker that dies or stops
-answering is replaced in the background; the run it was serving gets a SANDBOX_ERROR result,
-because that failure is ours, never the code's.
+wait their turn). A stateless worker answers a run twice: `result` as soon as the code is done,
+then `idle` once it has killed the run's leftovers and wiped its scratch; only then does it go
+back to the idle queue, so the caller never waits for the cleanup and no run ever starts next to
+another run's leftovers. A session pins a dedicated worker for its lifetime. A worker that dies or
+stops answering is replaced in the background; the run it was serving gets a SANDBOX_ERROR
+result, because that failure is ours, never the code's.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import json
 import logging
 import os
 import shutil
 import tempfile
 import uuid
 import warnings
+from typing import NoReturn
 
 from torl.sandbox import isolation
 from torl.sandbox.base import Sandbox, SandboxUnavailable, UnknownSession
@@ -93,22 +98,32 @@ class _WorkerProcess:
 
     async def request(self, message: dict, timeout: float) -> dict:
         """Send one frame and wait for the answer; WorkerDied if the worker ends or hangs."""
-        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc is not None and self.proc.stdin is not None
         try:
             self.proc.stdin.write(encode_frame(message))
             await self.proc.stdin.drain()
-            return await asyncio.wait_for(self._read_frame(), timeout)
-        except asyncio.TimeoutError:
+        except (ConnectionError, BrokenPipeError) as e:
+            await self._died(e)
+        return await self.receive(timeout)
+
+    async def receive(self, timeout: float) -> dict:
+        """Wait for the worker's next frame; WorkerDied if it ends or says nothing within timeout."""
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            async with asyncio.timeout(timeout):  # no extra task per call, unlike wait_for
+                return await self._read_frame()
+        except TimeoutError:
             await self.kill()
             raise WorkerDied(f"no answer within {timeout:.0f} s; worker killed{self._stderr_hint()}") from None
-        except (ConnectionError, asyncio.IncompleteReadError, BrokenPipeError) as e:
-            await self.kill()
-            raise WorkerDied(f"worker process ended ({type(e).__name__}, exit status "
-                             f"{self.proc.returncode}){self._stderr_hint()}") from None
+        except (ConnectionError, asyncio.IncompleteReadError) as e:
+            await self._died(e)
+
+    async def _died(self, error: BaseException) -> NoReturn:
+        await self.kill()
+        raise WorkerDied(f"worker process ended ({type(error).__name__}, exit status "
+                         f"{self.proc.returncode}){self._stderr_hint()}") from None
 
     async def _read_frame(self) -> dict:
-        import json
-
         head = await self.proc.stdout.readexactly(HEADER.size)
         size = HEADER.unpack(head)[0]
         limit = 4 * self.config.max_output_bytes + 1_000_000
@@ -176,7 +191,8 @@ class LocalSandbox(Sandbox):
         self._sessions: dict[str, tuple[_WorkerProcess, asyncio.Lock]] = {}
         self._start_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._heal_tasks: set[asyncio.Task] = set()
+        self._heal_tasks: set[asyncio.Task] = set()      # replacing dead workers
+        self._settle_tasks: set[asyncio.Task] = set()    # waiting for workers to finish their cleanup
         self._unavailable: str | None = None
         self._respawn_failures = 0
         self._closed = False
@@ -232,7 +248,7 @@ class LocalSandbox(Sandbox):
 
     async def aclose(self) -> None:
         self._closed = True
-        for task in list(self._heal_tasks):
+        for task in [*self._heal_tasks, *self._settle_tasks]:
             task.cancel()
         workers = self._workers + [w for w, _ in self._sessions.values()]
         self._workers, self._sessions = [], {}
@@ -261,12 +277,18 @@ class LocalSandbox(Sandbox):
             self.stats["worker_died_idle"] += 1  # e.g. killed from outside: replace, take another
             self._replace(worker)
         try:
-            return await self._execute(worker, request)
-        finally:
-            if worker.alive and not self._closed:
-                self._idle.put_nowait(worker)
-            elif not self._closed:
+            result = await self._execute(worker, request)
+        except BaseException:  # e.g. cancelled: its answer may still be on the way, so never reuse it
+            if not self._closed:
                 self._replace(worker)
+            raise
+        if self._closed:
+            pass
+        elif worker.alive:
+            self._settle(worker)
+        else:
+            self._replace(worker)
+        return result
 
     async def _execute(self, worker: _WorkerProcess, request: dict, session: str | None = None) -> ExecResult:
         self.stats["executions"] += 1
@@ -280,7 +302,7 @@ class LocalSandbox(Sandbox):
             return self._sandbox_error(f"worker sent an unexpected answer: {str(answer)[:300]}")
         if answer.get("recycle"):
             self.stats["worker_recycled"] += 1
-            await worker.kill()  # leftovers it could not clean: a fresh worker replaces it
+            await worker.kill()  # leftovers it could not clean, or a failed set-up: a fresh worker replaces it
         result = ExecResult(
             status=ExecStatus(answer["status"]), stdout=answer.get("stdout", ""), stderr=answer.get("stderr", ""),
             exit_code=answer.get("exit_code"), duration_s=answer.get("duration_s", 0.0),
@@ -304,6 +326,39 @@ class LocalSandbox(Sandbox):
             await self.start()
         else:
             self._bind_loop()
+
+    # -- after a stateless run
+    def _settle(self, worker: _WorkerProcess) -> None:
+        """Put the worker back in the idle queue once it reports its cleanup done (in the background)."""
+        task = asyncio.create_task(self._return_when_idle(worker))
+        self._settle_tasks.add(task)
+        task.add_done_callback(self._settle_tasks.discard)
+
+    async def _return_when_idle(self, worker: _WorkerProcess) -> None:
+        try:
+            answer = await worker.receive(timeout=_ANSWER_GRACE_S)
+        except WorkerDied as e:
+            log.error("sandbox worker died while cleaning up after a run: %s", e)
+            self.stats["worker_died_cleaning"] += 1
+            self._replace(worker)
+            return
+        if answer.get("op") != "idle":
+            log.error("sandbox worker sent an unexpected answer instead of 'idle': %s", str(answer)[:300])
+            self._replace(worker)
+        elif answer.get("recycle"):
+            self.stats["worker_recycled"] += 1  # leftovers it could not clean: a fresh worker replaces it
+            self._replace(worker)
+        elif not self._closed:
+            self._idle.put_nowait(worker)
+
+    async def wait_idle(self) -> None:
+        """Wait until no pool worker is still cleaning up after a run or being replaced."""
+        while pending := self._settle_tasks | self._heal_tasks:
+            await asyncio.wait(pending)
+
+    def wait_idle_sync(self) -> None:
+        """Blocking form of `wait_idle`."""
+        self._call_blocking(self.wait_idle())
 
     # -- healing
     def _replace(self, dead: _WorkerProcess) -> None:

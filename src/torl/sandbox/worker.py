@@ -4,10 +4,18 @@ Standalone on purpose: standard library only, no torl imports. The host bind-mou
 file into the sandbox, whose filesystem does not contain the torl checkout.
 
 Life of a worker: the host starts it (inside bwrap, as pid 1 of a private pid namespace), sends
-an `init` frame; the worker pre-imports the math stack and answers `ready`. Then for every `exec`
-frame it forks a child (copy-on-write, so imports are already warm), the child sets its limits
-and runs the code; the worker collects the output, enforces the wall clock and output cap, then
-kills every other process in its namespace and wipes the scratch dir before answering `result`.
+an `init` frame; the worker pre-imports the math stack and answers `ready`.
+
+Stateless runs keep fork and set-up off the critical path. The worker always holds one *spare*:
+a child forked (copy-on-write, so imports are warm) right after the previous run's cleanup, with
+its fds and fixed limits set, blocked reading its request socket. For an `exec` frame the worker
+passes the code to the spare, which applies the per-run limits (memory, CPU) and runs it; the
+worker collects the output and enforces the wall clock and output cap. When the code finishes,
+the spare reports its exit status on a report pipe and the worker answers `result` at once,
+without waiting for the big address space to be torn down. Only then does it kill every other
+process in its namespace, wipe the scratch dirs and fork the next spare, and answer `idle`. The
+host hands the worker out again only after `idle`, so no run ever starts while leftovers of the
+previous one exist.
 
 Being pid 1 matters: the kernel drops SIGKILL/SIGSTOP sent to a namespace's init from inside it,
 so user code cannot kill the worker (`os.kill(os.getppid(), 9)` is a no-op).
@@ -21,8 +29,10 @@ Wire format on the host pipes: 4-byte big-endian length + UTF-8 JSON object.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import fcntl
 import gc
 import importlib
 import io
@@ -46,6 +56,13 @@ SETUP_FAILED_EXIT = 86        # child exit status when our own set-up failed bef
 STACK_BYTES = 64 * 2**20      # main-thread stack limit for user code
 CODE_FILENAME = "<code>"      # what tracebacks show for user code
 CHILD_FD_KEEP = 3             # session children keep their holder socket on this fd
+SPARE_REQUEST_FD = 3          # a spare's socket to the worker: the run request comes in, SET_UP goes
+                              # out; closed before the user's code, so the code cannot fake SET_UP
+SPARE_REPORT_FD = 255         # a spare reports its exit status here; high, so the user's own files
+                              # still start at fd 3
+SET_UP = b"R"                 # the spare's set-up succeeded; sent right before the user's code
+REPORT_DONE = ord("D")        # followed by one byte, the exit status, after the user's code
+DONE_LINGER_S = 2.0           # a spare that reported done waits this long for the worker to kill it
 _PR_SET_DUMPABLE = 4
 
 
@@ -83,23 +100,32 @@ def write_frame(fd: int, obj: dict) -> None:
 
 # ---------------------------------------------------------------- the child: runs user code
 
-def _set_limits(lim: dict, *, strict: bool) -> None:
-    """Per-execution rlimits. strict: hard = soft (stateless). Sessions keep hard at the
-    configured maxima because later blocks of the same process lineage may need more."""
-    def setl(res, soft, hard):
-        if strict:
-            resource.setrlimit(res, (soft, soft))
-            return
-        # Without privileges a hard limit can only go down: keep the lineage's first one.
-        current_hard = resource.getrlimit(res)[1]
-        if current_hard != resource.RLIM_INFINITY:
-            hard = min(hard, current_hard)
-        resource.setrlimit(res, (min(soft, hard), hard))
+def _set_limit(res: int, soft: int, hard: int, *, strict: bool) -> None:
+    """strict: hard = soft (stateless). Sessions keep hard at the configured maxima because
+    later blocks of the same process lineage may need more."""
+    if strict:
+        resource.setrlimit(res, (soft, soft))
+        return
+    # Without privileges a hard limit can only go down: keep the lineage's first one.
+    current_hard = resource.getrlimit(res)[1]
+    if current_hard != resource.RLIM_INFINITY:
+        hard = min(hard, current_hard)
+    resource.setrlimit(res, (min(soft, hard), hard))
 
-    vm = _vm_bytes()
-    setl(resource.RLIMIT_AS, vm + lim["memory_mb"] * 2**20, vm + lim["max_memory_mb"] * 2**20)
-    cpu = int(lim["timeout"]) + 1
-    setl(resource.RLIMIT_CPU, cpu, int(lim["max_timeout_s"]) + 2)
+
+def _set_run_limits(lim: dict, *, strict: bool, vm: int | None = None) -> None:
+    """The rlimits that depend on the request: address space (on top of vm, our size now unless
+    given) and CPU time."""
+    vm = _vm_bytes() if vm is None else vm
+    _set_limit(resource.RLIMIT_AS, vm + lim["memory_mb"] * 2**20, vm + lim["max_memory_mb"] * 2**20, strict=strict)
+    _set_limit(resource.RLIMIT_CPU, int(lim["timeout"]) + 1, int(lim["max_timeout_s"]) + 2, strict=strict)
+
+
+def _set_fixed_limits(lim: dict, *, strict: bool) -> None:
+    """The rlimits that are the same for every run (the worker's configured caps)."""
+    def setl(res, soft, hard):
+        _set_limit(res, soft, hard, strict=strict)
+
     setl(resource.RLIMIT_NPROC, lim["max_processes"], lim["max_processes"])
     setl(resource.RLIMIT_NOFILE, lim["max_open_files"], lim["max_open_files"])
     setl(resource.RLIMIT_FSIZE, lim["max_file_size_mb"] * 2**20, lim["max_file_size_mb"] * 2**20)
@@ -119,10 +145,11 @@ def _vm_bytes() -> int:
     return 0
 
 
-def _enter_child(lim: dict, out_fd: int, err_fd: int, *, keep_fd: int | None, strict: bool,
-                 ready_fd: int | None = None) -> None:
+def _enter_child(lim: dict, out_fd: int, err_fd: int, *, keep_fds: dict[int, int], strict: bool,
+                 run_limits: bool = True) -> None:
     """Turn a fresh fork into a clean, limited process whose fds 1/2 are the output pipes.
-    One byte on ready_fd tells the worker that set-up (our part) succeeded."""
+    keep_fds maps fds to keep to the numbers they get; every other fd is closed.
+    run_limits=False leaves the per-request limits to the caller (a spare gets them later)."""
     os.setsid()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -130,12 +157,22 @@ def _enter_child(lim: dict, out_fd: int, err_fd: int, *, keep_fd: int | None, st
     os.dup2(devnull, 0)
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
-    if keep_fd is not None and keep_fd != CHILD_FD_KEEP:
-        os.dup2(keep_fd, CHILD_FD_KEEP)
-    _set_limits(lim, strict=strict)
-    if ready_fd is not None:
-        os.write(ready_fd, b"1")
-    os.closerange(3 if keep_fd is None else CHILD_FD_KEEP + 1, 65536)
+    # Park the kept fds above every target first, so moving one cannot overwrite another that is
+    # still to move. Not inheritable: programs the code execs do not get our control pipes.
+    above = max(keep_fds.values(), default=2) + 1
+    parked = {fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, above): target for fd, target in keep_fds.items()}
+    for fd, target in parked.items():
+        os.dup2(fd, target, inheritable=False)
+    keep = set(keep_fds.values())
+    low = 3
+    for fd in sorted(keep) + [65536]:  # close everything else
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    # Before the rlimits: RLIMIT_NOFILE forbids dup2 onto fds at or above it.
+    _set_fixed_limits(lim, strict=strict)
+    if run_limits:
+        _set_run_limits(lim, strict=strict)
     # Line-buffered like a terminal, so output printed before a crash or os._exit is kept.
     sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
     sys.stdout = sys.__stdout__ = io.TextIOWrapper(
@@ -291,9 +328,10 @@ def _reap_zombies() -> None:
             return
 
 
-def _kill_namespace(keep: set[int], deadline_s: float = 5.0) -> bool:
+def _kill_namespace(keep: set[int], deadline_s: float = 5.0, child_pidfd: int | None = None) -> bool:
     """Kill every process in our private pid namespace except `keep` and ourselves; wait until
-    they are gone. kill(-1) is atomic against fork bombs (no fork completes after it)."""
+    they are gone. kill(-1) is atomic against fork bombs (no fork completes after it).
+    child_pidfd: the main victim, usually the last; waited for without polling /proc."""
     me = os.getpid()
     if not keep:
         try:
@@ -301,6 +339,8 @@ def _kill_namespace(keep: set[int], deadline_s: float = 5.0) -> bool:
         except ProcessLookupError:
             pass
     end = time.monotonic() + deadline_s
+    if child_pidfd is not None:
+        select.select([child_pidfd], [], [], deadline_s)
     while time.monotonic() < end:
         _reap_zombies()
         others = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me and int(p) not in keep]
@@ -344,6 +384,99 @@ def _wipe_dir(path: str) -> bool:
         return False
 
 
+# ---------------------------------------------------------------- the spare child
+
+_DONE, _KEEP, _FORGET = "done", "keep", "forget"  # what a _supervise watcher answers
+
+
+class _Spare:
+    """Worker-side handles of a forked child that waits for its run request."""
+
+    def __init__(self, pid: int, pidfd: int, request: socket.socket, report_r: int, out_r: int, err_r: int):
+        self.pid, self.pidfd = pid, pidfd
+        self.request, self.report_r = request, report_r
+        self.out_r, self.err_r = out_r, err_r
+
+    def discard(self) -> None:
+        """Close our ends and reap it (it must be dead already)."""
+        self.request.close()
+        for fd in (self.pidfd, self.report_r, self.out_r, self.err_r):
+            os.close(fd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def _spare_main(fixed_limits: dict, out_w: int, err_w: int, request_fd: int, report_w: int) -> None:
+    """Body of a spare: set up, wait for the request, run it, report, exit. Never returns."""
+    status = SETUP_FAILED_EXIT
+    try:
+        _enter_child(fixed_limits, out_w, err_w, keep_fds={request_fd: SPARE_REQUEST_FD, report_w: SPARE_REPORT_FD},
+                     strict=True, run_limits=False)
+        vm = _vm_bytes()  # measured now, while we wait, instead of on the critical path
+        report_pipe = _file_identity(SPARE_REPORT_FD)
+        request = read_frame(SPARE_REQUEST_FD)
+        if request is None:  # the worker is gone, or dropped us: nothing to run
+            os._exit(0)
+        _set_run_limits(request["limits"], strict=True, vm=vm)
+        main = _fresh_main_module()
+        # On the request socket, which the worker only reads afterwards: writing it does not wake
+        # the worker (and take a CPU from the code) now.
+        os.write(SPARE_REQUEST_FD, SET_UP)
+        os.close(SPARE_REQUEST_FD)
+        status = _run_user_code(request["code"], main)
+        try:
+            # Only if the fd is still our pipe: the code may have closed it or put its own file there
+            # (then the worker just waits for our exit).
+            if _file_identity(SPARE_REPORT_FD) == report_pipe:
+                os.write(SPARE_REPORT_FD, bytes((REPORT_DONE, status)))
+                # Get off the CPU so the worker can answer at once; it kills us in its cleanup.
+                # Exiting now would first unmap our ~170 MB, competing with it for the CPU.
+                time.sleep(DONE_LINGER_S)
+        except BaseException:  # noqa: BLE001 - the code broke something of ours: the worker waits for our exit
+            pass
+    except BaseException:  # noqa: BLE001 - our set-up failed: say why on stderr
+        traceback.print_exc()
+    finally:
+        os._exit(status)
+
+
+def _file_identity(fd: int) -> tuple[int, int] | None:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class _Report:
+    """Reads a spare's report pipe: REPORT_DONE + exit status.
+
+    The user's code can write here too (it runs in the same process). That can only make the
+    worker answer early with a status the code chose, which it could get by exiting anyway:
+    the cleanup that follows kills it like any leftover."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.exit_status: int | None = None
+        self._tail = b""
+        os.set_blocking(fd, False)
+
+    def on_readable(self) -> str:
+        """Read what is there; _DONE once the exit status is known, _FORGET at end of file."""
+        while True:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                return _FORGET
+            self._tail = (self._tail + chunk)[-2:]
+        if len(self._tail) == 2 and self._tail[0] == REPORT_DONE:
+            self.exit_status = self._tail[1]
+            return _DONE
+        return _KEEP
+
+
 # ---------------------------------------------------------------- the worker
 
 class Worker:
@@ -355,6 +488,8 @@ class Worker:
         self.session = init["mode"] == "session"
         self.holder_pid: int | None = None
         self.holder_sock: socket.socket | None = None
+        self.spare: _Spare | None = None
+        self.spare_error = ""
 
     # -- start-up
     def prepare(self) -> dict:
@@ -367,6 +502,10 @@ class Worker:
         except (OSError, AttributeError):
             pass
         os.chdir(self.scratch)
+        # A spare parks fds above SPARE_REPORT_FD while it sets up: make sure that is allowed.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 1024 and soft != resource.RLIM_INFINITY:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard) if hard != resource.RLIM_INFINITY else 1024, hard))
         loaded, failed = [], {}
         for name in self.cfg["preload"]:
             try:
@@ -391,6 +530,8 @@ class Worker:
 
     def serve(self) -> None:
         write_frame(self.host_out, self.prepare())
+        if not self.session:
+            self._fork_spare()
         while True:
             req = read_frame(self.host_in)
             if req is None or req.get("op") == "close":
@@ -399,60 +540,105 @@ class Worker:
                 write_frame(self.host_out, {"op": "pong"})
                 continue
             lim = {**self.cfg["limits"], "timeout": req["timeout"], "memory_mb": req["memory_mb"]}
-            run = self._exec_session if self.session else self._exec_stateless
-            write_frame(self.host_out, run(req["code"], lim))
+            if self.session:
+                write_frame(self.host_out, self._exec_session(req["code"], lim))
+                continue
+            result, used = self._exec_stateless(req["code"], lim)
+            write_frame(self.host_out, result)  # the caller has its answer; now make us clean again
+            clean = self._clean_up_after(used)
+            self._fork_spare()
+            write_frame(self.host_out, {"op": "idle", "recycle": not clean})
 
     # -- stateless execution
-    def _exec_stateless(self, code: str, lim: dict) -> dict:
-        t0 = time.monotonic()
+    def _fork_spare(self) -> None:
+        """Fork the child that will run the next request and let it set itself up meanwhile."""
+        self.spare = None
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        ready_r, ready_w = os.pipe()
+        request, request_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        report_r, report_w = os.pipe()
         try:
             pid = os.fork()
         except OSError as e:
-            for fd in (out_r, out_w, err_r, err_w, ready_r, ready_w):
+            for fd in (out_r, out_w, err_r, err_w, report_r, report_w):
                 os.close(fd)
-            return {"op": "result", "status": "sandbox_error", "sandbox_message": f"worker could not fork: {e}",
-                    "recycle": True}
+            request.close()
+            request_theirs.close()
+            self.spare_error = f"worker could not fork: {e}"
+            return
         if pid == 0:
-            status = SETUP_FAILED_EXIT
-            try:
-                _enter_child(lim, out_w, err_w, keep_fd=None, strict=True, ready_fd=ready_w)
-                status = _run_user_code(code, _fresh_main_module())
-            except BaseException:  # noqa: BLE001 - our set-up failed: say why on stderr
-                traceback.print_exc()
-            finally:
-                os._exit(status)
-        for fd in (out_w, err_w, ready_w):
+            _spare_main(self.cfg["limits"], out_w, err_w, request_theirs.fileno(), report_w)
+        request_theirs.close()
+        for fd in (out_w, err_w, report_w):
             os.close(fd)
-        collector = _Collector(out_r, err_r, lim["max_output_bytes"])
-        pidfd = os.pidfd_open(pid)
-        killed_for = self._supervise(collector, [pidfd], lim, kill=lambda: _kill_quiet(pid))
-        os.close(pidfd)
-        _, wait_status = os.waitpid(pid, 0)
-        collector.drain()
-        clean = self._cleanup(keep=set(), child=pid)
+        self.spare = _Spare(pid, os.pidfd_open(pid), request, report_r, out_r, err_r)
+
+    def _exec_stateless(self, code: str, lim: dict) -> tuple[dict, _Spare | None]:
+        """Run code in the spare; return the result and the spare that ran it (None if there was
+        none), for the cleanup."""
+        t0 = time.monotonic()
+        if self.spare is not None and select.select([self.spare.pidfd], [], [], 0)[0]:
+            self.spare.discard()  # it died while waiting (killed from outside?): fork a fresh one
+            self.spare = None
+        if self.spare is None:  # the last fork failed, or the spare died: one more try
+            self._fork_spare()
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return {"op": "result", "status": "sandbox_error", "sandbox_message": self.spare_error,
+                    "recycle": True}, None
+        try:
+            write_frame(spare.request.fileno(), {"code": code, "limits": lim})
+        except OSError:
+            pass  # the spare died: it never says SET_UP, which is handled below
+        collector = _Collector(spare.out_r, spare.err_r, lim["max_output_bytes"])
+        report = _Report(spare.report_r)
+        watchers = {spare.pidfd: lambda: _DONE, report.fd: report.on_readable}
+        killed_for = self._supervise(collector, watchers, lim, kill=lambda: _kill_quiet(spare.pid))
+        if killed_for is None and report.exit_status is not None:
+            # It finished and said how. Its exit (unmapping ~170 MB) is the cleanup's business.
+            wait_status = _exit_status_to_wait(report.exit_status)
+        else:
+            _, wait_status = os.waitpid(spare.pid, 0)
+            report.on_readable()  # whatever it managed to say before it ended
         collector.drain()
         collector.close()
-        clean = _wipe_dir(self.scratch) and clean
-        if self.isolated:
-            clean = _wipe_dir("/dev/shm") and clean
-        set_up = os.read(ready_r, 1) == b"1"
-        os.close(ready_r)
+        os.close(report.fd)
+        spare.request.setblocking(False)
+        try:
+            set_up = spare.request.recv(1) == SET_UP  # sent before the code ran, if at all
+        except OSError:
+            set_up = False
+        spare.request.close()
         if not set_up:  # died before the user's code started: that is on us
             return {"op": "result", "status": "sandbox_error", "recycle": True,
                     "sandbox_message": "execution set-up failed in the worker: "
-                                       + collector.text(collector.err_fd)[-2000:]}
-        return _result(collector, wait_status, killed_for, lim, t0, recycle=not clean)
+                                       + collector.text(collector.err_fd)[-2000:]}, spare
+        return _result(collector, wait_status, killed_for, lim, t0), spare
 
-    def _supervise(self, collector: _Collector, done_fds: list[int], lim: dict, kill, on_done=None) -> str | None:
-        """Pump output until a fd in done_fds is readable (and on_done(fd) says so), the deadline
-        passes, or the output cap is exceeded. Returns why we killed the child, or None."""
+    def _clean_up_after(self, spare: _Spare | None) -> bool:
+        """Kill what the last run left, reap its child, wipe the scratch dirs; False if not clean."""
+        if self.isolated:  # reaps the child too
+            clean = _kill_namespace(keep=set(), child_pidfd=spare.pidfd if spare else None)
+        else:
+            if spare is not None:
+                _kill_quiet(-spare.pid)  # no pid namespace: the child's process group is all we can reach
+                with contextlib.suppress(ChildProcessError):  # already reaped if it was killed
+                    os.waitpid(spare.pid, 0)
+            clean = True
+        if spare is not None:
+            os.close(spare.pidfd)
+        clean = _wipe_dir(self.scratch) and clean
+        if self.isolated:
+            clean = _wipe_dir("/dev/shm") and clean
+        return clean
+
+    def _supervise(self, collector: _Collector, watchers: dict, lim: dict, kill) -> str | None:
+        """Pump output until a watcher (fd -> callable run when the fd is readable) answers _DONE,
+        the deadline passes, or the output cap is exceeded. Returns why we killed the child, or None."""
         deadline = time.monotonic() + lim["timeout"]
         poller = select.poll()
         open_pipes = set(collector.fds)
-        for fd in (*collector.fds, *done_fds):
+        for fd in (*collector.fds, *watchers):
             poller.register(fd, select.POLLIN)
         while True:
             left = deadline - time.monotonic()
@@ -467,14 +653,12 @@ class Worker:
                     if collector.over_cap:
                         kill()
                         return "output_limit"
-                elif on_done is None or on_done(fd):
+                    continue
+                verdict = watchers[fd]()
+                if verdict == _DONE:
                     return None
-
-    def _cleanup(self, keep: set[int], child: int) -> bool:
-        if self.isolated:
-            return _kill_namespace(keep)
-        _kill_quiet(-child)  # no pid namespace: the child's process group is all we can reach
-        return True
+                if verdict == _FORGET:
+                    poller.unregister(fd)
 
     # -- session execution
     def _spawn_holder(self) -> None:
@@ -530,7 +714,8 @@ class Worker:
         def kill():
             _kill_quiet(state["runner"] if state["runner"] else self.holder_pid)
 
-        killed_for = self._supervise(collector, [sock.fileno()], lim, kill, on_done=on_message)
+        watchers = {sock.fileno(): lambda: _DONE if on_message(sock.fileno()) else _KEEP}
+        killed_for = self._supervise(collector, watchers, lim, kill)
         if killed_for is not None:  # wait briefly for the holder to report the runner's death
             end = time.monotonic() + 2.0
             while state["exited"] is None and state["done"] is None and not state["lost"] and time.monotonic() < end:
@@ -551,7 +736,12 @@ class Worker:
         else:
             wait_status = state["exited"]
         collector.drain()
-        self._cleanup(keep={self.holder_pid} if _alive(self.holder_pid) else set(), child=state["runner"] or 0)
+        if self.isolated:
+            _kill_namespace(keep={self.holder_pid} if _alive(self.holder_pid) else set())
+        elif state["runner"] and state["runner"] != self.holder_pid:
+            # No pid namespace: the runner's process group is all we can reach (unless the runner
+            # is the new holder, which must live).
+            _kill_quiet(-state["runner"])
         collector.drain()
         collector.close()
         if not _alive(self.holder_pid):
@@ -589,7 +779,7 @@ def _holder_loop(sock: socket.socket, env: dict) -> None:
         pid = os.fork()
         if pid == 0:
             try:
-                _enter_child(req["limits"], out_w, err_w, keep_fd=sock.detach(), strict=False)
+                _enter_child(req["limits"], out_w, err_w, keep_fds={sock.detach(): CHILD_FD_KEEP}, strict=False)
                 sock = socket.socket(fileno=CHILD_FD_KEEP)
                 sock.sendall(json.dumps({"runner": os.getpid()}).encode() + b"\n")
                 status = _run_user_code(req["code"], env)
