@@ -13,6 +13,7 @@ import sys
 
 # Order is the order shown in `torl --help`.
 COMMAND_MODULES = [
+    "torl.train.commands",
     "torl.eval.commands",
     "torl.tir.commands",
     "torl.analysis.commands",

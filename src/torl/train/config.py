@@ -1,0 +1,232 @@
+"""`torl train` configuration: torl's own fields next to TRL's `GRPOConfig`, parsed the TRL way.
+
+A recipe is a YAML file (`--config configs/<recipe>.yaml`) whose keys are fields of either
+dataclass; command-line flags (`--learning_rate 1e-5`) override it. `validate` then checks
+everything that can be checked without loading a model, so a typo costs seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+from dataclasses import field
+from pathlib import Path
+
+from torl.cli import UserError
+
+ENGINES = ("auto", "transformers", "vllm")
+REWARD_SCHEMES = ("torl", "binary", "torl_exec_penalty")
+SANDBOX_BACKENDS = ("local", "remote")
+
+
+@dataclasses.dataclass
+class TorlConfig:
+    """torl's half of the training configuration (TRL's `GRPOConfig` is the other half)."""
+
+    # --- policy and rollout
+    model: str = field(default="smollm2-135m", metadata={"help": "Built-in name, local checkpoint dir, or HF hub id."})
+    engine: str = field(default="auto", metadata={"help": "auto (vllm on GPU, transformers on CPU) | transformers | vllm"})
+    template: str = field(default="torl_fewshot", metadata={"help": "Prompt template name (torl.tir templates)."})
+    max_tool_calls: int = field(default=1, metadata={"help": "C: tool calls per response; code after the budget is not run."})
+    stop_strings: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Extra strings that end a response (e.g. '\\nUser:' so few-shot models stop at the next turn)."},
+    )
+    # --- sandbox
+    sandbox: str = field(default="local", metadata={"help": "local | remote"})
+    sandbox_url: str | None = field(default=None, metadata={"help": "Remote sandbox URL (sandbox=remote)."})
+    sandbox_timeout_s: float = field(default=5.0, metadata={"help": "Wall-clock limit per code block."})
+    sandbox_memory_mb: int = field(default=1024, metadata={"help": "Memory limit per code block."})
+    sandbox_workers: int | None = field(default=None, metadata={"help": "Warm interpreter workers (None: backend default)."})
+    max_sandbox_error_ratio: float = field(
+        default=0.1, metadata={"help": "Stop the run when a step's share of sandbox-error responses exceeds this."}
+    )
+    # --- data
+    train_files: list[str] = field(default_factory=list, metadata={"help": "JSONL/parquet record files (globs ok)."})
+    optional_train_files: list[str] = field(
+        default_factory=list, metadata={"help": "Like train_files, but skipped (with a note) when absent."}
+    )
+    train_tasks: list[str] = field(default_factory=list, metadata={"help": "Synthetic task kinds (torl.data)."})
+    train_task_count: int = field(default=256, metadata={"help": "How many synthetic tasks to generate."})
+    train_task_difficulty: int = field(default=1, metadata={"help": "Synthetic task difficulty."})
+    train_max_level: int | None = field(default=None, metadata={"help": "Keep file records with level <= this."})
+    train_file_limit: int | None = field(default=None, metadata={"help": "Keep at most this many file records."})
+    problem_column: str = "problem"
+    answer_column: str = "answer"
+    id_column: str = "id"
+    eval_files: list[str] = field(default_factory=list, metadata={"help": "Held-out records for before/after eval."})
+    eval_holdout: int = field(default=0, metadata={"help": "Questions held out of the training pool for eval."})
+    eval_before_after: bool = field(default=False, metadata={"help": "Greedy eval on held-out questions before and after."})
+    eval_max_tokens: int | None = field(default=None, metadata={"help": "Response budget in eval (default: training's)."})
+    # --- reward and outputs
+    reward_scheme: str = field(default="torl", metadata={"help": "torl (+1/-1) | binary (1/0) | torl_exec_penalty"})
+    run_dir: str = field(default="runs/torl", metadata={"help": "Run directory (config, metrics, samples, checkpoints)."})
+    dump_samples: bool = field(default=True, metadata={"help": "Write run_dir/samples/step_NNNNNN.jsonl every step."})
+    torch_threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (None: torch's default)."})
+    max_minutes: float | None = field(
+        default=None, metadata={"help": "Wall-clock budget for the training phase: save and stop when it runs out."}
+    )
+    resume: bool = field(default=False, metadata={"help": "Continue the run in run_dir from its last checkpoint."})
+
+    def __post_init__(self) -> None:
+        # CLI overrides of list fields arrive as lists of strings; a YAML scalar becomes a one-item list.
+        for name in ("train_files", "optional_train_files", "train_tasks", "eval_files", "stop_strings"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, [value])
+
+
+def parse_train_args(argv: list[str]):
+    """Parse `--config recipe.yaml` plus overrides into `(TorlConfig, GRPOConfig)`.
+
+    Every problem the user can fix (unknown key, unreadable YAML, a setting this machine cannot
+    run) becomes one `UserError` line.
+    """
+    from trl import GRPOConfig, TrlParser
+
+    argv = list(argv)
+    if "--config" in argv:
+        at = argv.index("--config")
+        if at + 1 >= len(argv):
+            raise UserError("--config needs a path: torl train --config configs/demo-cpu.yaml")
+        if not Path(argv[at + 1]).is_file():
+            raise UserError(f"config file not found: {argv[at + 1]} (recipes live in configs/)")
+    _reject_gpu_only_flags_on_cpu(argv)
+    parser = TrlParser((TorlConfig, GRPOConfig), allow_abbrev=False)  # a typo must not match a longer name
+    parser.error = _raise_user_error  # argparse would print its 300-line usage and exit
+    try:
+        torl_cfg, grpo_cfg, from_file, from_cli = parser.parse_args_and_config(
+            argv, return_remaining_strings=True, separate_remaining_strings=True
+        )
+    except ValueError as e:
+        raise UserError(_first_line(e)) from None
+    unknown = [s for s in (from_file or []) + (from_cli or []) if s.startswith("--")]
+    if unknown:
+        where = "config file" if from_file else "command line"
+        raise UserError(f"unknown setting {unknown[0].lstrip('-')!r} in the {where}; see `torl train --help`")
+    return torl_cfg, grpo_cfg
+
+
+def _raise_user_error(message: str):
+    if message.startswith("unrecognized arguments:"):
+        message = f"unknown setting {message.split(':', 1)[1].split()[0].lstrip('-')!r} on the command line"
+    raise UserError(f"{message}; see `torl train --help`")
+
+
+def _reject_gpu_only_flags_on_cpu(argv: list[str]) -> None:
+    """TrainingArguments fails deep inside on bf16/fp16 without a GPU; say it plainly first."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    text = " ".join(argv)
+    config_path = argv[argv.index("--config") + 1] if "--config" in argv else None
+    settings = {}
+    if config_path:
+        import yaml
+
+        try:
+            settings = yaml.safe_load(Path(config_path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{config_path}: invalid YAML ({_first_line(e)})") from None
+        if not isinstance(settings, dict):
+            raise UserError(f"{config_path}: a recipe must be a YAML mapping of setting: value")
+    for key in ("bf16", "fp16", "use_vllm"):
+        flag_on = f"--{key}" in argv and f"--{key} false" not in text.lower() and f"--{key} False" not in text
+        if flag_on or settings.get(key) is True:
+            raise UserError(f"{key} needs a GPU and none is visible; this recipe is for GPU nodes (try configs/demo-cpu.yaml)")
+
+
+def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
+    """Check everything that needs no model: values, files, the engine/device match, the sandbox."""
+    import torch
+
+    c = torl_cfg
+    if c.max_tool_calls < 0:
+        raise UserError(f"max_tool_calls must be >= 0 (C, the tool-call budget), got {c.max_tool_calls}")
+    if c.engine not in ENGINES:
+        raise UserError(f"engine must be one of {', '.join(ENGINES)}, got {c.engine!r}")
+    if c.reward_scheme not in REWARD_SCHEMES:
+        raise UserError(f"reward_scheme must be one of {', '.join(REWARD_SCHEMES)}, got {c.reward_scheme!r}")
+    if c.sandbox not in SANDBOX_BACKENDS:
+        raise UserError(f"sandbox must be one of {', '.join(SANDBOX_BACKENDS)}, got {c.sandbox!r}")
+    if c.sandbox == "remote" and not c.sandbox_url:
+        raise UserError("sandbox=remote needs sandbox_url (e.g. --sandbox_url http://host:8080)")
+    if not 0.0 <= c.max_sandbox_error_ratio <= 1.0:
+        raise UserError(f"max_sandbox_error_ratio must be in [0, 1], got {c.max_sandbox_error_ratio}")
+    if not (c.train_files or c.train_tasks or any(glob.glob(p) for p in c.optional_train_files)):
+        raise UserError("no training data: set train_files (JSONL/parquet) and/or train_tasks (synthetic kinds)")
+    for pattern in c.train_files + c.eval_files:
+        if not glob.glob(pattern):
+            raise UserError(f"data file not found: {pattern}")
+    if c.eval_before_after and not (c.eval_holdout > 0 or c.eval_files):
+        raise UserError("eval_before_after needs held-out questions: set eval_holdout > 0 or eval_files")
+    if c.engine == "vllm" and not torch.cuda.is_available():
+        raise UserError("engine=vllm needs a GPU and none is visible; use engine=transformers on CPU")
+    if getattr(grpo_cfg, "use_vllm", False):
+        raise UserError("use_vllm: torl runs its own rollout engine; set engine=vllm instead of use_vllm")
+    if grpo_cfg.num_generations < 2:
+        raise UserError("num_generations must be >= 2: GRPO compares samples of the same prompt")
+    _check_template(c.template)
+    _check_model(c.model)
+    try:
+        from torl.reward import score  # noqa: F401  (the scheme list lives there)
+    except ImportError as e:
+        raise UserError(f"torl.reward is not importable ({e}); reinstall torl") from None
+
+
+def _check_template(name: str) -> None:
+    from torl.tir.templates import template_names
+
+    known = template_names()
+    if name not in known:
+        raise UserError(f"unknown template {name!r}; choose one of {', '.join(known)}")
+
+
+def _check_model(name: str) -> None:
+    from torl.engines.models import ModelNotFound, resolve_model
+
+    try:
+        resolve_model(name)
+    except ModelNotFound as e:
+        raise UserError(str(e)) from None
+
+
+def check_sandbox(torl_cfg: TorlConfig) -> None:
+    """Run the sandbox's health check once; an unusable sandbox is a user-fixable setup problem."""
+    import asyncio
+
+    from torl.sandbox.base import SandboxUnavailable
+
+    async def probe() -> None:
+        sandbox = make_sandbox(torl_cfg)
+        try:
+            await sandbox.health_check()
+        finally:
+            await sandbox.aclose()
+
+    try:
+        asyncio.run(probe())
+    except SandboxUnavailable as e:
+        raise UserError(f"sandbox unusable: {_first_line(e)}") from None
+
+
+def make_sandbox(torl_cfg: TorlConfig):
+    """The sandbox the config asks for (construction only; the caller owns its lifetime)."""
+    from torl.sandbox import SandboxConfig
+    from torl.sandbox import make_sandbox as make
+
+    if torl_cfg.sandbox == "remote":
+        return make(url=torl_cfg.sandbox_url)
+    options = {"timeout_s": torl_cfg.sandbox_timeout_s, "memory_mb": torl_cfg.sandbox_memory_mb}
+    if torl_cfg.sandbox_workers is not None:
+        options["workers"] = torl_cfg.sandbox_workers
+    try:
+        return make(SandboxConfig(**options))
+    except ValueError as e:
+        raise UserError(f"sandbox settings: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,155 @@
+"""One training run's live objects — event loop, sandbox, model, engine, GRPOTrainer — and their lifetime."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from torl.train.config import make_sandbox
+from torl.train.data import load_questions
+from torl.train.engines import build_engine, choose_engine, push_weights
+from torl.train.heldout import evaluate_heldout
+from torl.train.metrics import MetricsFileCallback
+from torl.train.rewards import TorlReward
+from torl.train.rollout import BackgroundLoop, ToolRolloutFunc
+from torl.train.run_dir import RunDir
+
+
+class TrainingSession:
+    def __init__(self, torl_cfg, grpo_cfg, run: RunDir) -> None:
+        self.cfg, self.args, self.run = torl_cfg, grpo_cfg, run
+        self.loop: BackgroundLoop | None = None
+        self.sandbox = None
+        self.engine = None
+        self.trainer = None
+
+    # --- lifetime
+    def __enter__(self) -> "TrainingSession":
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL; we know
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from trl import GRPOTrainer
+
+        from torl.engines.models import resolve_model
+        from torl.tir.loop import RolloutConfig
+        from torl.tir.templates import get_template
+
+        cfg, args = self.cfg, self.args
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        self.train_questions, self.heldout = load_questions(cfg, seed=args.seed)
+        self.template = get_template(cfg.template)
+        self.loop = BackgroundLoop()
+        if cfg.max_tool_calls > 0:
+            self.sandbox = self.loop.run(_async_make_sandbox(cfg))
+
+        model_path = resolve_model(cfg.model)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token  # TRL pads with it; it is masked out everywhere
+        dtype = torch.bfloat16 if args.bf16 else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        self.model_path = model_path
+        self.engine, sync = build_engine(choose_engine(cfg.engine), model, tokenizer, model_path, args)
+        self.sync_weights = sync
+
+        self.rollout_config = RolloutConfig(
+            max_tool_calls=cfg.max_tool_calls,
+            max_response_tokens=args.max_completion_length,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k if args.top_k and args.top_k > 0 else -1,
+            exec_timeout=cfg.sandbox_timeout_s,
+            exec_memory_mb=cfg.sandbox_memory_mb,
+            on_sandbox_error="mark",
+        )
+        timings: dict[str, float] = {}
+        self.rollout_func = ToolRolloutFunc(
+            engine=self.engine, sandbox=self.sandbox, loop=self.loop, template=self.template,
+            rollout_config=self.rollout_config, max_sandbox_error_ratio=cfg.max_sandbox_error_ratio,
+            timings=timings, sync_weights=sync, stop_strings=tuple(cfg.stop_strings),
+        )
+        reward = TorlReward(
+            cfg.reward_scheme, timings, self.run.samples if cfg.dump_samples else None,
+            render_prompt=lambda q: self.template.render(q, tokenizer),
+            rank=int(os.environ.get("RANK", "0")),
+        )
+        from datasets import Dataset
+
+        dataset = Dataset.from_list([{"prompt": q["problem"], **q} for q in self.train_questions])
+        self.trainer = GRPOTrainer(
+            model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
+            processing_class=tokenizer, rollout_func=self.rollout_func,
+        )
+        # First in line, so the keys it adds (time/step_s, time/update_s) reach tensorboard too.
+        self.trainer.callback_handler.callbacks.insert(0, MetricsFileCallback(self.run.metrics, timings))
+        from torl.train.trainer import StopOnInterrupt
+
+        self.stopper = StopOnInterrupt()
+        self.trainer.add_callback(self.stopper)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.loop is not None:
+            for closer in (self.engine, self.sandbox):
+                if closer is not None:
+                    try:
+                        self.loop.run(closer.aclose())
+                    except Exception:  # noqa: BLE001 - closing must not hide the real error
+                        pass
+            self.loop.close()
+
+    # --- work
+    def summary_base(self) -> dict:
+        return {"model": self.cfg.model, "template": self.cfg.template, "max_tool_calls": self.cfg.max_tool_calls,
+                "train_questions": len(self.train_questions), "heldout_questions": len(self.heldout),
+                "engine": type(self.engine).__name__}
+
+    def train(self, checkpoint: str | None) -> str:
+        """Run GRPO; returns "finished" or "interrupted" (a checkpoint was saved)."""
+        from torl.train.trainer import StopAfterMinutes
+
+        budget = None
+        if self.cfg.max_minutes is not None:
+            budget = StopAfterMinutes(self.cfg.max_minutes)
+            self.trainer.add_callback(budget)
+        self.stopper.install()
+        try:
+            self.trainer.train(resume_from_checkpoint=checkpoint)
+        finally:
+            self.stopper.uninstall()
+        if self.stopper.requested:
+            return "interrupted"
+        return "time budget used" if budget is not None and budget.fired else "finished"
+
+    def evaluate(self, when: str, reuse: bool = False) -> dict:
+        out = self.run.root / f"eval_{when}.jsonl"
+        summary_path = self.run.root / f"eval_{when}.json"
+        if reuse and summary_path.exists():  # resumed run: the "before" numbers are from the original start
+            import json
+
+            return json.loads(summary_path.read_text())
+        if self.sync_weights and self.trainer is not None:
+            push_weights(self.trainer, self.engine, self.loop)
+        model = self.trainer.model
+        was_training = model.training
+        model.eval()
+        try:
+            budget = self.cfg.eval_max_tokens or self.rollout_config.max_response_tokens
+            import dataclasses
+
+            config = dataclasses.replace(self.rollout_config, max_response_tokens=budget)
+            rollout = self.rollout_func  # the same engine/sandbox wrappers (and stop strings) as training
+            result = evaluate_heldout(rollout.engine, rollout.sandbox, self.loop, self.template, self.heldout,
+                                      config, self.cfg.reward_scheme, out)
+        finally:
+            model.train(was_training)
+        import json
+
+        summary_path.write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+
+async def _async_make_sandbox(cfg):
+    # Created on the background loop: backends bind their pipes and clients to the loop they start on.
+    return make_sandbox(cfg)

@@ -1,0 +1,138 @@
+"""`torl train`: validate, build the pieces, hand them to TRL's GRPOTrainer, write the run directory.
+
+The GRPO algorithm (advantages, clipping, loss variants, KL) is TRL's. torl supplies what makes it
+tool-integrated: the rollout function (`rollout.py`), the reward (`rewards.py`), and the run
+directory with metrics and sample dumps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from torl.train.config import check_sandbox, validate
+from torl.train.metrics import truncate_metrics
+from torl.train.run_dir import RunDir
+
+
+def run_training(torl_cfg, grpo_cfg) -> int:
+    """Train per the config; returns the process exit status (0 = finished or stopped cleanly)."""
+    validate(torl_cfg, grpo_cfg)
+    if torl_cfg.max_tool_calls > 0:
+        check_sandbox(torl_cfg)  # before any model loads: an unusable sandbox is a setup error
+    run = RunDir(torl_cfg.run_dir)
+    checkpoint = run.prepare(torl_cfg.resume)
+    _point_trl_at_run_dir(grpo_cfg, run)
+    run.write_config(torl_cfg, grpo_cfg)
+    if checkpoint:
+        step = json.loads((Path(checkpoint) / "trainer_state.json")
+                          .read_text())["global_step"]
+        truncate_metrics(run.metrics, step)
+        print(f"torl: resuming {run.root} from {checkpoint} (step {step})", file=sys.stderr)
+
+    from torl.train.rollout import SandboxErrorsExceeded
+
+    try:
+        return _train_in_session(torl_cfg, grpo_cfg, run, checkpoint)
+    except SandboxErrorsExceeded as e:  # infrastructure, not the model: stop loudly, keep checkpoints
+        print(f"torl: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _train_in_session(torl_cfg, grpo_cfg, run: RunDir, checkpoint: str | None) -> int:
+    from torl.train.session import TrainingSession
+
+    started = time.time()
+    with TrainingSession(torl_cfg, grpo_cfg, run) as session:
+        summary = session.summary_base()
+        if torl_cfg.eval_before_after:
+            summary["eval_before"] = session.evaluate("before", reuse=bool(checkpoint))
+            _print_eval("before", summary["eval_before"])
+        status = session.train(checkpoint)
+        summary["status"] = status
+        if torl_cfg.eval_before_after and status != "interrupted":
+            summary["eval_after"] = session.evaluate("after")
+            _print_eval("after", summary["eval_after"])
+        summary.update(steps=session.trainer.state.global_step, wall_s=time.time() - started,
+                       last_metrics=_last_metrics(run))
+        run.write_summary(summary)
+    print(f"torl: run directory {run.root} ({status}); see {run.readme}", file=sys.stderr)
+    return 0
+
+
+def _point_trl_at_run_dir(grpo_cfg, run: RunDir) -> None:
+    grpo_cfg.output_dir = str(run.checkpoints)
+    # transformers 5 reads the tensorboard directory from the environment, not from the arguments.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.tensorboard)
+    if not grpo_cfg.report_to or grpo_cfg.report_to == ["none"]:
+        grpo_cfg.report_to = ["tensorboard"]  # offline by default; wandb etc. only when asked for
+    grpo_cfg.logging_steps = 1  # every metric is per step (METRICS.md); averaging would hide steps
+
+
+def _last_metrics(run: RunDir) -> dict:
+    if not run.metrics.exists():
+        return {}
+    lines = [line for line in run.metrics.read_text().splitlines() if line.strip()]
+    if not lines:
+        return {}
+    last = json.loads(lines[-1])
+    keep = ("step", "reward", "rewards/accuracy", "tools/code_ratio", "tools/pass_ratio", "loss", "time/step_s")
+    return {k: last[k] for k in keep if k in last}
+
+
+def _print_eval(when: str, ev: dict) -> None:
+    acc = "n/a" if ev["accuracy"] is None else f"{ev['accuracy']:.3f}"
+    print(f"torl: held-out eval {when}: accuracy {acc}, code ratio {ev['code_ratio']:.3f} "
+          f"({ev['questions']} questions, greedy)", file=sys.stderr)
+
+
+class StopAfterMinutes(TrainerCallback):
+    """Save and stop at the first step boundary after `minutes` of training (a time-boxed run)."""
+
+    def __init__(self, minutes: float) -> None:
+        self.deadline = time.monotonic() + 60.0 * minutes
+        self.fired = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.monotonic() >= self.deadline:
+            self.fired = True
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+class StopOnInterrupt(TrainerCallback):
+    """First Ctrl-C: finish the current step, save a checkpoint, stop. Second Ctrl-C: abort now."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def install(self) -> None:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ntorl: stopping after this step and saving a checkpoint (Ctrl-C again to abort without saving)",
+              file=sys.stderr)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
