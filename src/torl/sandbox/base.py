@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import threading
 from collections.abc import Sequence
 
+from torl.background_loop import BackgroundLoop
 from torl.sandbox.result import ExecResult
 
 
@@ -88,9 +88,9 @@ class Sandbox(abc.ABC):
         loop_thread = self.__dict__.pop("_loop_thread", None)
         if loop_thread is not None:
             try:
-                loop_thread.call(self.aclose())
+                loop_thread.run(self.aclose())
             finally:
-                loop_thread.stop()
+                loop_thread.close()
 
     def __enter__(self):
         return self
@@ -109,23 +109,5 @@ class Sandbox(abc.ABC):
                                "use the async form (await sandbox.run(...) / run_many(...)) instead")
         loop_thread = self.__dict__.get("_loop_thread")
         if loop_thread is None:
-            loop_thread = self.__dict__["_loop_thread"] = _LoopThread()
-        return loop_thread.call(coro)
-
-
-class _LoopThread:
-    """An event loop running forever on a daemon thread; `call` runs a coroutine on it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="torl-sandbox-loop", daemon=True)
-        self.thread.start()
-
-    def call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        if not self.thread.is_alive():
-            self.loop.close()
+            loop_thread = self.__dict__["_loop_thread"] = BackgroundLoop("torl-sandbox-loop")
+        return loop_thread.run(coro)

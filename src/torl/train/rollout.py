@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import time
-from collections.abc import Coroutine
 from typing import Any
 
+from torl.background_loop import BackgroundLoop
 from torl.engines.base import Engine, Generation, SamplingParams
 from torl.sandbox.base import Sandbox
 from torl.tir.loop import RolloutConfig, rollout_many
@@ -26,25 +25,6 @@ from torl.train.metrics import ActivityClock
 
 class SandboxErrorsExceeded(RuntimeError):
     """Too many responses in one step hit a sandbox failure on our side: the run stops."""
-
-
-class BackgroundLoop:
-    """One asyncio loop living in a daemon thread; engines and sandboxes bind to it for the whole run."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="torl-rollout-loop", daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine) -> Any:
-        """Run `coro` on the loop and block until it is done (its exception is re-raised here)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        if not self.loop.is_running():
-            self.loop.close()
 
 
 class TimedEngine(Engine):

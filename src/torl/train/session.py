@@ -12,7 +12,8 @@ from torl.train.engines import build_engine, choose_engine, push_weights
 from torl.train.heldout import evaluate_heldout
 from torl.train.metrics import MetricsFileCallback
 from torl.train.rewards import TorlReward
-from torl.train.rollout import BackgroundLoop, ToolRolloutFunc
+from torl.background_loop import BackgroundLoop
+from torl.train.rollout import ToolRolloutFunc
 from torl.train.run_dir import RunDir
 
 
@@ -39,7 +40,7 @@ class TrainingSession:
             torch.set_num_threads(cfg.torch_threads)
         self.train_questions, self.heldout = load_questions(cfg, seed=args.seed)
         self.template = get_template(cfg.template)
-        self.loop = BackgroundLoop()
+        self.loop = BackgroundLoop("torl-rollout-loop")
         if cfg.max_tool_calls > 0:
             self.sandbox = self.loop.run(_async_make_sandbox(cfg))
 
