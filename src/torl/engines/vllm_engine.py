@@ -97,6 +97,10 @@ class VLLMEngine(Engine):
                 kv_cache_memory_bytes = CPU_KV_CACHE_BYTES
             if enforce_eager is None:
                 enforce_eager = True
+            # vLLM-CPU crashes the engine ("CPU Generator does not use offset") when a request
+            # with its own seed is prefilled in chunks (many prompts arriving together), so on
+            # CPU each prompt is prefilled whole.
+            engine_kwargs.setdefault("enable_chunked_prefill", False)
         engine_kwargs.setdefault("logprobs_mode", "processed_logprobs")
         engine_kwargs.setdefault("disable_log_stats", True)
         if engine_kwargs.setdefault("worker_extension_cls", EXTENSION) != EXTENSION:
