@@ -72,6 +72,20 @@ def python_roots() -> list[str]:
     return kept
 
 
+# Paths the sandbox mounts fresh filesystems over. An interpreter living below one of them (a
+# venv in /tmp, as in a CI checkout there) would be hidden, so it is bound under HOST_MIRROR
+# instead and started from there (a venv is found relative to the executable's own path).
+_SHADOWED = (SCRATCH_INSIDE, "/dev", "/proc")
+HOST_MIRROR = "/opt/torl-host"
+
+
+def inside_path(path: str) -> str:
+    """Where host `path` (a python root or the interpreter) appears inside the sandbox."""
+    if any(path == top or path.startswith(top + "/") for top in _SHADOWED):
+        return HOST_MIRROR + path
+    return path
+
+
 def bwrap_command(bwrap: str, *, scratch_mb: int, shm_mb: int = 16) -> list[str]:
     """The full argv that starts one worker inside a fresh set of namespaces."""
     cmd = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1",
@@ -86,7 +100,7 @@ def bwrap_command(bwrap: str, *, scratch_mb: int, shm_mb: int = 16) -> list[str]
     for name in _ETC_FILES:
         cmd += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     for root in python_roots():
-        cmd += ["--ro-bind", root, root]
+        cmd += ["--ro-bind", root, inside_path(root)]
     cmd += ["--ro-bind", str(WORKER_SCRIPT), WORKER_PATH_INSIDE,
             "--proc", "/proc", "--dev", "/dev",
             "--size", str(shm_mb * 2**20), "--tmpfs", "/dev/shm",
@@ -96,7 +110,7 @@ def bwrap_command(bwrap: str, *, scratch_mb: int, shm_mb: int = 16) -> list[str]
             "--chdir", SCRATCH_INSIDE, "--clearenv"]
     for key, value in _SANDBOX_ENV.items():
         cmd += ["--setenv", key, value]
-    cmd += ["--", sys.executable, "-I", WORKER_PATH_INSIDE]
+    cmd += ["--", inside_path(os.path.abspath(sys.executable)), "-I", WORKER_PATH_INSIDE]
     return cmd
 
 
