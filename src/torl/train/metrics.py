@@ -13,16 +13,19 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+# One definition of "uses code" and "executed call", shared with eval and reports.
+from torl.analysis.behaviour import executed_calls, uses_code
+
 
 def trajectory_metrics(trajectories: list[dict], correct: list[bool]) -> dict[str, float]:
     """Namespaced metrics of one step's responses (trajectory dicts, as `Trajectory.to_dict()`)."""
     n = len(trajectories)
-    calls = [c for t in trajectories for c in t["calls"] if c.get("executed", True)]
+    calls = [c for t in trajectories for c in executed_calls(t)]
     over_budget = sum(1 for t in trajectories for s in t["skipped_calls"] if s["reason"] == "over_budget")
     statuses = [c["result"]["status"] for c in calls]
     return {
         "rewards/accuracy": sum(correct) / n,
-        "tools/code_ratio": sum(1 for t in trajectories if t["calls"] or t["skipped_calls"]) / n,
+        "tools/code_ratio": sum(map(uses_code, trajectories)) / n,
         "tools/calls_per_response": len(calls) / n,
         "tools/pass_ratio": _ratio(statuses.count("ok"), len(statuses)),
         "tools/timeout_ratio": _ratio(statuses.count("timeout"), len(statuses)),
