@@ -167,6 +167,43 @@ async def test_load_weights_changes_then_restores_output(engine, checkpoint):
     assert restored.logprobs == pytest.approx(before.logprobs, abs=1e-4)
 
 
+def transformers_logprobs(checkpoint: str, weights: dict, prompt: list[int], tokens: list[int]) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    model.load_state_dict(weights, strict=False)
+    model.tie_weights()  # the checkpoint has no lm_head: the head is the (new) embedding
+    ids = torch.tensor([prompt + tokens])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt) - 1 : -1]
+    return torch.log_softmax(logits.double(), dim=-1).gather(1, torch.tensor(tokens)[:, None])[:, 0]
+
+
+@pytest.mark.parametrize("part", ["embed_tokens", "self_attn", "mlp", "layernorm"])
+@on_module_loop
+async def test_loaded_weights_take_effect_everywhere(engine, checkpoint, part):
+    """After a load, vLLM's logprobs are those transformers computes with the new weights.
+
+    SmolLM2 ties its output head to the input embedding: a new embedding must reach the logits
+    too (on CPU the head keeps a packed copy that the reload used to leave stale).
+    """
+    prompt = chat(engine, CODE_PROMPT)
+    original = load_file(f"{checkpoint}/model.safetensors")
+    generator = torch.Generator().manual_seed(0)
+    new = {name: (t + 0.02 * torch.randn(t.shape, generator=generator, dtype=t.dtype) if part in name else t)
+           for name, t in original.items()}
+    try:
+        await engine.load_weights(new.items())
+        out = await engine.generate(prompt, SamplingParams(max_tokens=8, temperature=0.0))
+    finally:
+        await engine.load_weights(original.items())
+    in_vllm = torch.tensor(out.logprobs, dtype=torch.float64)
+    under_new = transformers_logprobs(checkpoint, new, prompt, out.token_ids)
+    under_old = transformers_logprobs(checkpoint, original, prompt, out.token_ids)
+    assert (in_vllm - under_old).abs().max() > 1e-2  # the change is visible at all
+    assert torch.allclose(in_vllm, under_new, atol=2e-3), (in_vllm - under_new)
+
+
 @on_module_loop
 async def test_load_weights_rejects_unknown_names_and_keeps_serving(engine):
     prompt = chat(engine, CODE_PROMPT)

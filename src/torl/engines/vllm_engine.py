@@ -118,6 +118,7 @@ class VLLMEngine(Engine):
         )
         self.model_path = path
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+        self._staged_chunks: int | None = None  # not None while a weight update is open
         self._llm = AsyncLLM.from_engine_args(args)
         self._request_ids = itertools.count()
 
@@ -155,20 +156,55 @@ class VLLMEngine(Engine):
         In-flight requests finish on the old weights first; the prefix cache is cleared so no
         KV computed with old weights is reused. A name vLLM's model does not know raises.
         """
+        await self.begin_weight_update()
+        try:
+            await self.stage_weights(named_tensors)
+        except BaseException:
+            await self.finish_weight_update(commit=False)
+            raise
+        await self.finish_weight_update()
+
+    # A weight update in parts, for callers that produce the tensors piece by piece (a sharded
+    # trainer gathers one group of full tensors at a time on its own thread):
+    #   begin_weight_update() -> stage_weights(part) ... -> finish_weight_update()
+    # Generation is paused from begin to finish; staged tensors wait in the worker processes
+    # (host memory, one full copy of the model) and are loaded in one go at the end.
+
+    async def begin_weight_update(self) -> None:
         if self._llm is None:
             raise RuntimeError("this VLLMEngine is closed")
+        if self._staged_chunks is not None:
+            raise RuntimeError("a weight update is already in progress")
         await self._llm.pause_generation(mode="wait", clear_cache=True)
+        self._staged_chunks = 0
         try:
             await self._llm.collective_rpc("torl_clear_staged_weights")
-            sent = 0  # chunks are built as they are sent: one chunk of copies in memory at a time
-            for chunk in _byte_chunks(named_tensors, WEIGHT_CHUNK_BYTES):
-                await self._llm.collective_rpc("torl_stage_weights", args=(chunk,))
-                sent += 1
-            if not sent:
-                raise ValueError("load_weights got no tensors")
-            await self._llm.collective_rpc("torl_load_staged_weights")
-            await self._llm.reset_prefix_cache()
+        except BaseException:
+            await self.finish_weight_update(commit=False)
+            raise
+
+    async def stage_weights(self, named_tensors: Iterable[tuple[str, object]]) -> None:
+        if self._staged_chunks is None:
+            raise RuntimeError("stage_weights() outside begin_weight_update() / finish_weight_update()")
+        # Chunks are built as they are sent: one chunk of copies in this process at a time.
+        for chunk in _byte_chunks(named_tensors, WEIGHT_CHUNK_BYTES):
+            await self._llm.collective_rpc("torl_stage_weights", args=(chunk,))
+            self._staged_chunks += 1
+
+    async def finish_weight_update(self, *, commit: bool = True) -> None:
+        """Load what was staged (`commit`) or drop it; generation resumes either way."""
+        if self._staged_chunks is None:
+            raise RuntimeError("finish_weight_update() without begin_weight_update()")
+        try:
+            if commit:
+                if not self._staged_chunks:
+                    raise ValueError("load_weights got no tensors")
+                await self._llm.collective_rpc("torl_load_staged_weights")
+                await self._llm.reset_prefix_cache()
+            else:
+                await self._llm.collective_rpc("torl_clear_staged_weights")
         finally:
+            self._staged_chunks = None
             await self._llm.resume_generation()
 
     async def aclose(self) -> None:
@@ -257,6 +293,24 @@ class WeightSyncExtension:
         if unknown:
             raise KeyError(f"load_weights: the vLLM model has no parameter for {unknown[:5]}")
         self.reload_weights(weights_iterator=staged, is_checkpoint_format=True)
+        _refresh_tied_output_head(model)
+
+
+def _refresh_tied_output_head(model) -> None:
+    """Re-run the output head's post-load step when it shares the input embedding's weight.
+
+    vLLM's reload never loads a tied `lm_head` (its checkpoint has no such tensor), so the head's
+    post-load step is skipped; on CPU that step packs the weight for the GEMM kernel, and without
+    it the logits keep coming from the old embedding (found by tests/test_train_vllm.py). On GPU
+    the step does nothing for unquantized heads.
+    """
+    head = getattr(model, "lm_head", None)
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    if head is None or embed is None or getattr(head, "weight", None) is not getattr(embed, "weight", None):
+        return
+    method = getattr(head, "quant_method", None)
+    if method is not None:
+        method.process_weights_after_loading(head)
 
 
 def _fused_name(name: str, known: set[str], packed: dict[str, list[str]]) -> bool:

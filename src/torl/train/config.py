@@ -162,7 +162,7 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
     if c.eval_before_after and not (c.eval_holdout > 0 or c.eval_files):
         raise UserError("eval_before_after needs held-out questions: set eval_holdout > 0 or eval_files")
     if c.engine == "vllm" and not torch.cuda.is_available():
-        raise UserError("engine=vllm needs a GPU and none is visible; use engine=transformers on CPU")
+        _check_vllm_runs_on_cpu()
     if getattr(grpo_cfg, "use_vllm", False):
         raise UserError("use_vllm: torl runs its own rollout engine; set engine=vllm instead of use_vllm")
     if grpo_cfg.num_generations < 2:
@@ -173,6 +173,18 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
         from torl.reward import score  # noqa: F401  (the scheme list lives there)
     except ImportError as e:
         raise UserError(f"torl.reward is not importable ({e}); reinstall torl") from None
+
+
+def _check_vllm_runs_on_cpu() -> None:
+    """Without a GPU, engine=vllm works only with vLLM's CPU build (scripts/setup_vllm.sh)."""
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        raise UserError("engine=vllm needs a GPU (none is visible) or vLLM's CPU build (bash scripts/setup_vllm.sh "
+                        "and run from .venv-vllm); use engine=transformers on CPU") from None
+    if not current_platform.is_cpu():
+        raise UserError("engine=vllm needs a GPU and none is visible (this vLLM is not the CPU build); "
+                        "use engine=transformers on CPU")
 
 
 def _check_template(name: str) -> None:

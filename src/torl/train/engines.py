@@ -3,7 +3,8 @@
 - CPU (engine=transformers, or auto without a GPU): `TransformersEngine` wraps the *same*
   `nn.Module` GRPOTrainer optimizes, so every rollout is on-policy with no weight copy.
 - GPU (engine=vllm, or auto with a GPU): torl's `VLLMEngine` (vLLM's async engine), one per
-  process on its own GPU, refreshed with `load_weights` before each step's rollouts.
+  process on its own GPU, refreshed with the trainer's weights before each step's rollouts.
+  engine=vllm also runs on CPU where vLLM's CPU build is installed (how the path is tested here).
   Why not TRL's `use_vllm`: its colocate mode drives a synchronous `LLM.generate` over the whole
   batch, so a multi-turn rollout would advance in lock-step turns; the async engine batches each
   trajectory's turns continuously, and it is the same engine `torl eval` uses.
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -36,41 +38,137 @@ def build_engine(kind: str, model, tokenizer, model_path: str, grpo_cfg):
             from torl.engines.vllm_engine import VLLMEngine
         except ImportError as e:
             raise UserError(f"engine=vllm needs vLLM installed ({e}); pip install vllm") from None
-        engine = VLLMEngine(
-            model_path,
-            tokenizer=tokenizer,
-            gpu_memory_utilization=grpo_cfg.vllm_gpu_memory_utilization,
-            max_model_len=grpo_cfg.vllm_max_model_length,
-            seed=grpo_cfg.seed,
-        )
+        gpu = torch.cuda.is_available()
+        with _only_this_ranks_gpu():
+            engine = VLLMEngine(
+                model_path,
+                tokenizer=tokenizer,
+                dtype="bfloat16" if grpo_cfg.bf16 else "float32",  # the trainer's precision
+                gpu_memory_utilization=grpo_cfg.vllm_gpu_memory_utilization if gpu else None,
+                max_model_len=grpo_cfg.vllm_max_model_length,
+                seed=grpo_cfg.seed,
+            )
         return engine, True
     raise UserError(f"unknown engine {kind!r}")
 
 
-def push_weights(trainer, engine, loop) -> None:
-    """Copy the trainer's current policy weights into the engine (vLLM); every process drives its own.
+def rank_gpu(local_rank: int, local_world_size: int, visible: str | None, device_count: int) -> str | None:
+    """The CUDA_VISIBLE_DEVICES entry of this process's GPU, or None when nothing needs pinning.
 
-    Sharded training gathers full tensors first: ZeRO-3 per parameter group, FSDP via accelerate's
-    full state dict. (Written for GPU nodes; the CPU path never calls this.)
+    vLLM's engine process always takes "cuda:0" of what it can see; with one trainer process per
+    GPU, each process's engine must see only that process's GPU, or all of them land on GPU 0.
     """
-    accelerator = trainer.accelerator
-    if getattr(accelerator.state, "fsdp_plugin", None) is not None:
-        state = accelerator.get_state_dict(trainer.model)
-        loop.run(engine.load_weights(state.items()))
-        return
-    model = accelerator.unwrap_model(trainer.model)
-    with _gathered(accelerator, model):
-        loop.run(engine.load_weights((name, p.data) for name, p in model.named_parameters()))
+    if local_world_size <= 1:
+        return None
+    devices = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(device_count)]
+    if local_world_size > len(devices):
+        raise UserError(f"{local_world_size} processes on this node but only {len(devices)} visible GPUs "
+                        "(one process per GPU: each runs its own vLLM engine)")
+    return devices[local_rank]
 
 
 @contextlib.contextmanager
-def _gathered(accelerator, model):
-    """Under DeepSpeed ZeRO-3 parameters are sharded: gather full tensors for the copy."""
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if plugin is not None and plugin.zero_stage == 3:
+def _only_this_ranks_gpu():
+    """While vLLM spawns its engine process, make CUDA_VISIBLE_DEVICES name only this rank's GPU.
+
+    The trainer's own CUDA context is already up, so only the child process sees the change.
+    """
+    if not torch.cuda.is_available():
+        yield
+        return
+    pinned = rank_gpu(int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+                      os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.device_count())
+    if pinned is None:
+        yield
+        return
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = pinned
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
+
+
+GATHER_GROUP_BYTES = 512 << 20  # full tensors held on the accelerator at once while gathering
+
+
+def push_weights(trainer, engine, loop) -> None:
+    """Copy the trainer's current policy weights into the engine (vLLM); every process feeds its own.
+
+    Sharded training (ZeRO-3, FSDP) gathers the full tensors group by group on this (the trainer's)
+    thread — gathers are collectives every rank joins in the same order — copies each group to the
+    host and stages it in the engine; the engine loads everything at the end.
+    """
+    loop.run(engine.begin_weight_update())
+    try:
+        accelerator = trainer.accelerator
+        plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+        zero3 = plugin is not None and plugin.zero_stage == 3
+        for group in full_weight_groups(accelerator.unwrap_model(trainer.model), zero3=zero3):
+            loop.run(engine.stage_weights(group))
+    except BaseException:
+        loop.run(engine.finish_weight_update(commit=False))
+        raise
+    loop.run(engine.finish_weight_update())
+
+
+def full_weight_groups(model, *, zero3: bool = False, group_bytes: int = GATHER_GROUP_BYTES):
+    """Yield lists of (HF name, full host tensor) covering every parameter of the (unwrapped) policy.
+
+    Plain / DDP / ZeRO-1/2 parameters are whole already. ZeRO-3: `GatheredParameters` per group
+    of about `group_bytes`. FSDP2: `DTensor.full_tensor()` per parameter. FSDP1: the whole model is
+    summoned at once (its only full-parameter view for every rank).
+    """
+    named = list(model.named_parameters())
+    if zero3:
         import deepspeed
 
-        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-            yield
-    else:
-        yield
+        for part in _by_size(named, group_bytes, size=lambda p: p.ds_numel * p.element_size()):
+            with deepspeed.zero.GatheredParameters([p for _, p in part], modifier_rank=None):
+                yield [(hf_name(n), p.data.detach().to("cpu", copy=True)) for n, p in part]
+        return
+    if _is_fsdp1(model):
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        with FSDP.summon_full_params(model, writeback=False, rank0_only=False):
+            named = list(model.named_parameters())
+            for part in _by_size(named, group_bytes, size=lambda p: p.numel() * p.element_size()):
+                yield [(hf_name(n), p.detach().to("cpu", copy=True)) for n, p in part]
+        return
+    from torch.distributed.tensor import DTensor
+
+    for part in _by_size(named, group_bytes, size=lambda p: p.numel() * p.element_size()):
+        yield [(hf_name(n), (p.full_tensor() if isinstance(p, DTensor) else p).detach().to("cpu", copy=True))
+               for n, p in part]
+
+
+# FSDP1 and activation checkpointing wrap submodules, which inserts these into parameter names
+# (anywhere in the path); checkpoint names have none of them.
+_WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
+def hf_name(name: str) -> str:
+    for part in _WRAPPER_PARTS:
+        name = name.replace(part, "")
+    return name
+
+
+def _is_fsdp1(model) -> bool:
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    return isinstance(model, FSDP) or any(isinstance(m, FSDP) for m in model.modules())
+
+
+def _by_size(named, limit: int, size):
+    part, total = [], 0
+    for name, p in named:
+        part.append((name, p))
+        total += size(p)
+        if total >= limit:
+            yield part
+            part, total = [], 0
+    if part:
+        yield part
