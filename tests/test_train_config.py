@@ -125,6 +125,23 @@ def test_vllm_engine_without_gpu_or_vllm_cpu_build_is_refused(tmp_path):
         validate(*_valid(tmp_path, engine="vllm"))
 
 
+@pytest.mark.parametrize("env", [
+    {"ACCELERATE_USE_FSDP": "true"},
+    {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
+])
+def test_transformers_engine_under_sharded_training_is_refused(tmp_path, monkeypatch, env):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(UserError, match="engine=transformers generates with the trainer's own module"):
+        validate(*_valid(tmp_path, engine="transformers"))
+
+
+def test_transformers_engine_under_zero2_is_fine(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    validate(*_valid(tmp_path, engine="transformers"))
+
+
 def test_unreachable_sandbox_is_a_user_error_before_any_model_loads():
     cfg = TorlConfig(sandbox="remote", sandbox_url="http://127.0.0.1:9")  # nothing listens on port 9
     with pytest.raises(UserError, match="sandbox unusable"):

@@ -203,3 +203,17 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(tmp_path, tiny_model_dir, s
     assert [r["step"] for r in _metrics(run)] == [1]
     assert (run / "checkpoints" / "checkpoint-1" / "trainer_state.json").exists()
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_metrics_file_keeps_undefined_ratios_as_null_and_loggers_never_see_them(tmp_path):
+    from types import SimpleNamespace
+
+    from torl.train.metrics import MetricsFileCallback
+
+    callback = MetricsFileCallback(tmp_path / "metrics.jsonl", {"step_s": 2.0, "rollout_s": 1.5})
+    logs = {"loss": 0.1, "tools/pass_ratio": None, "tools/code_ratio": 0.0}
+    callback.on_log(None, SimpleNamespace(is_world_process_zero=True, global_step=3), None, logs=logs)
+    row = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert row["step"] == 3 and row["tools/pass_ratio"] is None and row["tools/code_ratio"] == 0.0
+    assert row["time/update_s"] == pytest.approx(0.5)
+    assert "tools/pass_ratio" not in logs and logs["tools/code_ratio"] == 0.0  # tensorboard gets numbers only

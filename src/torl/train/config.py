@@ -163,6 +163,9 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
         raise UserError("eval_before_after needs held-out questions: set eval_holdout > 0 or eval_files")
     if c.engine == "vllm" and not torch.cuda.is_available():
         _check_vllm_runs_on_cpu()
+    if c.engine == "transformers" and _sharded_launch():
+        raise UserError("engine=transformers generates with the trainer's own module, which ZeRO-3/FSDP shard "
+                        "across processes; use engine=vllm (or auto) with this accelerate config")
     if getattr(grpo_cfg, "use_vllm", False):
         raise UserError("use_vllm: torl runs its own rollout engine; set engine=vllm instead of use_vllm")
     if grpo_cfg.num_generations < 2:
@@ -173,6 +176,16 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
         from torl.reward import score  # noqa: F401  (the scheme list lives there)
     except ImportError as e:
         raise UserError(f"torl.reward is not importable ({e}); reinstall torl") from None
+
+
+def _sharded_launch() -> bool:
+    """Whether `accelerate launch` set this process up for ZeRO-3 or FSDP (it says so in the environment)."""
+    import os
+
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+    zero3 = (os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
+             and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
+    return fsdp or zero3
 
 
 def _check_vllm_runs_on_cpu() -> None:

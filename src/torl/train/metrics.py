@@ -112,6 +112,10 @@ class MetricsFileCallback(TrainerCallback):
         row = {"step": state.global_step, "time": time.time(), **{k: _jsonable(v) for k, v in logs.items()}}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+        # A ratio with no denominator this step (no code ran) is null in metrics.jsonl; the loggers
+        # after us (tensorboard) take numbers only, so they do not see it at all.
+        for key in [k for k, v in logs.items() if v is None]:
+            del logs[key]
 
 
 def _jsonable(v):

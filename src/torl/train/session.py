@@ -124,31 +124,40 @@ class TrainingSession:
         return "time budget used" if budget is not None and budget.fired else "finished"
 
     def evaluate(self, when: str, reuse: bool = False) -> dict:
+        """Greedy held-out rollouts; the main process runs them, every process gets the summary."""
+        import json
+
+        from accelerate.utils import broadcast_object_list
+
         out = self.run.root / f"eval_{when}.jsonl"
         summary_path = self.run.root / f"eval_{when}.json"
         if reuse and summary_path.exists():  # resumed run: the "before" numbers are from the original start
-            import json
-
             return json.loads(summary_path.read_text())
         if self.sync_weights and self.trainer is not None:
-            push_weights(self.trainer, self.engine, self.loop)
+            push_weights(self.trainer, self.engine, self.loop)  # a collective under ZeRO-3/FSDP: every rank
+        accelerator = self.trainer.accelerator
+        result = [None]
+        if accelerator.is_main_process:
+            result[0] = self._evaluate_here(out)
+            summary_path.write_text(json.dumps(result[0], indent=2) + "\n")
+        if accelerator.num_processes > 1:
+            broadcast_object_list(result, from_process=0)  # also keeps the others waiting meanwhile
+        return result[0]
+
+    def _evaluate_here(self, out) -> dict:
+        import dataclasses
+
         model = self.trainer.model
         was_training = model.training
         model.eval()
         try:
             budget = self.cfg.eval_max_tokens or self.rollout_config.max_response_tokens
-            import dataclasses
-
             config = dataclasses.replace(self.rollout_config, max_response_tokens=budget)
             rollout = self.rollout_func  # the same engine/sandbox wrappers (and stop strings) as training
-            result = evaluate_heldout(rollout.engine, rollout.sandbox, self.loop, self.template, self.heldout,
-                                      config, self.cfg.reward_scheme, out)
+            return evaluate_heldout(rollout.engine, rollout.sandbox, self.loop, self.template, self.heldout,
+                                    config, self.cfg.reward_scheme, out)
         finally:
             model.train(was_training)
-        import json
-
-        summary_path.write_text(json.dumps(result, indent=2) + "\n")
-        return result
 
 
 async def _async_make_sandbox(cfg):

@@ -29,12 +29,14 @@ def run_training(torl_cfg, grpo_cfg) -> int:
     run = RunDir(torl_cfg.run_dir)
     checkpoint = run.prepare(torl_cfg.resume)
     _point_trl_at_run_dir(grpo_cfg, run)
-    run.write_config(torl_cfg, grpo_cfg)
+    if is_main_process():  # one writer for the run directory's shared files
+        run.write_config(torl_cfg, grpo_cfg)
     if checkpoint:
         step = json.loads((Path(checkpoint) / "trainer_state.json")
                           .read_text())["global_step"]
-        truncate_metrics(run.metrics, step)
-        print(f"torl: resuming {run.root} from {checkpoint} (step {step})", file=sys.stderr)
+        if is_main_process():
+            truncate_metrics(run.metrics, step)
+            print(f"torl: resuming {run.root} from {checkpoint} (step {step})", file=sys.stderr)
 
     from torl.train.rollout import SandboxErrorsExceeded
 
@@ -49,21 +51,31 @@ def _train_in_session(torl_cfg, grpo_cfg, run: RunDir, checkpoint: str | None) -
     from torl.train.session import TrainingSession
 
     started = time.time()
+    main = is_main_process()
     with TrainingSession(torl_cfg, grpo_cfg, run) as session:
         summary = session.summary_base()
         if torl_cfg.eval_before_after:
             summary["eval_before"] = session.evaluate("before", reuse=bool(checkpoint))
-            _print_eval("before", summary["eval_before"])
+            if main:
+                _print_eval("before", summary["eval_before"])
         status = session.train(checkpoint)
         summary["status"] = status
         if torl_cfg.eval_before_after and status != "interrupted":
             summary["eval_after"] = session.evaluate("after")
-            _print_eval("after", summary["eval_after"])
+            if main:
+                _print_eval("after", summary["eval_after"])
         summary.update(steps=session.trainer.state.global_step, wall_s=time.time() - started,
                        last_metrics=_last_metrics(run))
-        run.write_summary(summary)
-    print(f"torl: run directory {run.root} ({status}); see {run.readme}", file=sys.stderr)
+        if main:
+            run.write_summary(summary)
+    if main:
+        print(f"torl: run directory {run.root} ({status}); see {run.readme}", file=sys.stderr)
     return 0
+
+
+def is_main_process() -> bool:
+    """Global rank 0 (torchrun / accelerate launch set RANK; a plain run is rank 0)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _point_trl_at_run_dir(grpo_cfg, run: RunDir) -> None:

@@ -1,0 +1,100 @@
+"""`torl train` under torchrun with 2 processes on CPU (gloo): the multi-GPU launch path minus CUDA.
+
+Each process rolls out its own slice of the batch with its own sandbox and engine; rank 0 alone
+writes the run directory's shared files and runs the held-out evaluation, the others wait for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from torl.engines.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_two_processes_train_and_share_one_run_directory(tmp_path, tiny_model_dir):
+    run = tmp_path / "run"
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(f"""
+model: {tiny_model_dir}
+engine: transformers
+template: torl
+max_tool_calls: 1
+sandbox_workers: 1
+train_tasks: [arithmetic]
+train_task_count: 16
+eval_holdout: 4
+eval_before_after: true
+run_dir: {run}
+use_cpu: true
+bf16: false
+num_generations: 4
+per_device_train_batch_size: 4
+max_completion_length: 24
+max_steps: 2
+save_steps: 2
+report_to: [tensorboard]
+seed: 0
+""")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+               "-m", "torl.cli", "train", "--config", str(recipe)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # its own process group: a hang is killed whole
+    try:
+        _, stderr = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        pytest.fail(f"2-process training hung; last output:\n{stderr[-3000:]}")
+    assert proc.returncode == 0, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("torl: ")]
+    # printed once (rank 0), not once per process
+    assert sum("held-out eval before" in line for line in lines) == 1
+    assert sum("held-out eval after" in line for line in lines) == 1
+    assert sum("run directory" in line for line in lines) == 1
+
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    # every process dumped its own slice of each step
+    dumps = sorted(p.name for p in (run / "samples").iterdir())
+    assert dumps == ["step_000001.jsonl", "step_000001.rank1.jsonl", "step_000002.jsonl", "step_000002.rank1.jsonl"]
+    per_rank = [sum(1 for _ in (run / "samples" / name).open()) for name in dumps[:2]]
+    assert per_rank == [4, 4]  # a global batch of 2 x 4 = 2 prompts x num_generations, split over 2 processes
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 2
+    assert summary["eval_before"]["questions"] == 4
+    assert (run / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists()
