@@ -80,6 +80,22 @@ def test_bf16_on_cpu_is_one_line(tmp_path):
     path = _recipe(tmp_path, "bf16: true\n")
     with pytest.raises(UserError, match="bf16 needs a GPU"):
         parse_train_args(["--config", path])
+    with pytest.raises(UserError, match="bf16 needs a GPU"):
+        parse_train_args(["--config", str(DEMO), "--bf16", "true"])
+
+
+def test_gpu_recipe_runs_on_cpu_once_its_gpu_settings_are_overridden(tmp_path):
+    """The torl-1.5b recipe, shrunk on the command line, parses on CPU (how its path is smoke-tested)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("GPU machine")
+    recipe = str(DEMO.parent / "torl-1.5b.yaml")
+    with pytest.raises(UserError, match="bf16 needs a GPU"):
+        parse_train_args(["--config", recipe])
+    torl_cfg, grpo_cfg = parse_train_args(["--config", recipe, "--bf16", "false", "--use_cpu", "true",
+                                           "--model", "smollm2-135m", "--run_dir", str(tmp_path / "run")])
+    assert grpo_cfg.bf16 is False and torl_cfg.max_tool_calls == 1 and grpo_cfg.num_generations == 16
 
 
 def _valid(tmp_path, **changes):

@@ -119,7 +119,6 @@ def _reject_gpu_only_flags_on_cpu(argv: list[str]) -> None:
 
     if torch.cuda.is_available():
         return
-    text = " ".join(argv)
     config_path = argv[argv.index("--config") + 1] if "--config" in argv else None
     settings = {}
     if config_path:
@@ -132,9 +131,23 @@ def _reject_gpu_only_flags_on_cpu(argv: list[str]) -> None:
         if not isinstance(settings, dict):
             raise UserError(f"{config_path}: a recipe must be a YAML mapping of setting: value")
     for key in ("bf16", "fp16", "use_vllm"):
-        flag_on = f"--{key}" in argv and f"--{key} false" not in text.lower() and f"--{key} False" not in text
-        if flag_on or settings.get(key) is True:
+        on = _cli_flag(argv, key)
+        if on is None:  # not on the command line: the recipe's value counts
+            on = settings.get(key) is True
+        if on:
             raise UserError(f"{key} needs a GPU and none is visible; this recipe is for GPU nodes (try configs/demo-cpu.yaml)")
+
+
+def _cli_flag(argv: list[str], key: str) -> bool | None:
+    """The value of boolean `--key [true|false]` on the command line (last one wins), None if absent."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == f"--{key}":
+            following = argv[i + 1].lower() if i + 1 < len(argv) else ""
+            value = following not in ("false", "0", "no")
+        elif arg.startswith(f"--{key}="):
+            value = arg.split("=", 1)[1].lower() not in ("false", "0", "no")
+    return value
 
 
 def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
