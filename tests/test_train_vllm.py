@@ -24,6 +24,7 @@ pytest.importorskip("vllm")
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
+from conftest import save_tiny_llama  # noqa: E402
 from torl.engines.base import SamplingParams  # noqa: E402
 from torl.train.config import parse_train_args, validate  # noqa: E402
 from torl.train.run_dir import RunDir  # noqa: E402
@@ -33,21 +34,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from torl.engines.models import resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
-    torch.manual_seed(0)
     # head_dim 64: a size vLLM's CPU attention kernels support
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    out = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), hidden_size=128, heads=2, kv_heads=1)
 
 
 class RecordStepStartWeights(TrainerCallback):
