@@ -15,7 +15,6 @@ from pathlib import Path
 from torl.cli import UserError
 
 ENGINES = ("auto", "transformers", "vllm")
-REWARD_SCHEMES = ("torl", "binary", "torl_exec_penalty")
 SANDBOX_BACKENDS = ("local", "remote")
 
 
@@ -154,6 +153,8 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
     """Check everything that needs no model: values, files, the engine/device match, the sandbox."""
     import torch
 
+    from torl.reward import REWARD_SCHEMES  # the scheme registry itself, so the two cannot drift
+
     c = torl_cfg
     if c.max_tool_calls < 0:
         raise UserError(f"max_tool_calls must be >= 0 (C, the tool-call budget), got {c.max_tool_calls}")
@@ -185,10 +186,6 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
         raise UserError("num_generations must be >= 2: GRPO compares samples of the same prompt")
     _check_template(c.template)
     _check_model(c.model)
-    try:
-        from torl.reward import score  # noqa: F401  (the scheme list lives there)
-    except ImportError as e:
-        raise UserError(f"torl.reward is not importable ({e}); reinstall torl") from None
 
 
 def _sharded_launch() -> bool:

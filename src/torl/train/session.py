@@ -34,6 +34,7 @@ class TrainingSession:
         from torl.engines.models import resolve_model
         from torl.tir.loop import RolloutConfig
         from torl.tir.templates import get_template
+        from torl.train.trainer import StopOnInterrupt, process_rank
 
         cfg, args = self.cfg, self.args
         if cfg.torch_threads:
@@ -73,7 +74,7 @@ class TrainingSession:
         reward = TorlReward(
             cfg.reward_scheme, timings, self.run.samples if cfg.dump_samples else None,
             render_prompt=lambda q: self.template.render(q, tokenizer),
-            rank=int(os.environ.get("RANK", "0")),
+            rank=process_rank(),
         )
         from datasets import Dataset
 
@@ -84,7 +85,6 @@ class TrainingSession:
         )
         # First in line, so the keys it adds (time/step_s, time/update_s) reach tensorboard too.
         self.trainer.callback_handler.callbacks.insert(0, MetricsFileCallback(self.run.metrics, timings))
-        from torl.train.trainer import StopOnInterrupt
 
         self.stopper = StopOnInterrupt()
         self.trainer.add_callback(self.stopper)

@@ -73,9 +73,13 @@ def _train_in_session(torl_cfg, grpo_cfg, run: RunDir, checkpoint: str | None) -
     return 0
 
 
+def process_rank() -> int:
+    """This process's global rank (torchrun / accelerate launch set RANK; a plain run is rank 0)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def is_main_process() -> bool:
-    """Global rank 0 (torchrun / accelerate launch set RANK; a plain run is rank 0)."""
-    return int(os.environ.get("RANK", "0")) == 0
+    return process_rank() == 0
 
 
 def _point_trl_at_run_dir(grpo_cfg, run: RunDir) -> None:
