@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from torl.sandbox import (ExecStatus, InvalidCode, LocalSandbox, SandboxConfig, UnknownSession,
+from torl.sandbox import (ExecStatus, InvalidCode, LocalSandbox, SandboxConfig, SandboxUnavailable, UnknownSession,
                           format_observation)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,8 +289,13 @@ async def test_dead_worker_is_sandbox_error_and_pool_heals():
 
 
 async def test_isolation_none_is_an_explicit_loud_opt_out():
+    as_root = os.geteuid() == 0
+    if as_root:  # unisolated code would be host root: a second, explicit opt-out is needed
+        with pytest.raises(SandboxUnavailable, match="host root.*allow_host_root=True"):
+            async with LocalSandbox(SandboxConfig(workers=1, isolation="none")) as sb:
+                await sb.run("print(1)")
     with pytest.warns(RuntimeWarning, match="UNISOLATED"):
-        async with LocalSandbox(SandboxConfig(workers=1, isolation="none")) as sb:
+        async with LocalSandbox(SandboxConfig(workers=1, isolation="none", allow_host_root=as_root)) as sb:
             result = await sb.run("import os\nprint(os.getpid() != 1)")
             assert result.status is ExecStatus.OK and result.stdout == "True\n"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from torl.background_loop import BackgroundLoop
 from torl.sandbox.result import ExecResult
@@ -37,7 +37,13 @@ class Sandbox(abc.ABC):
         timeout: float | None = None,
         memory_mb: int | None = None,
         session: str | None = None,
-    ) -> ExecResult: ...
+        stdin: str | None = None,
+        files: Mapping[str, bytes] | None = None,
+        fetch_files: Sequence[str] = (),
+    ) -> ExecResult:
+        """Run `code`. stdin: the text its standard input reads; files: written (paths relative to
+        its working directory) before it starts; fetch_files: read back after it ends, into
+        `ExecResult.files` (absent ones left out). Stateless runs only for the last three."""
 
     @abc.abstractmethod
     async def open_session(self) -> str: ...

@@ -70,12 +70,15 @@ def _add_common(parser: argparse.ArgumentParser, *, timeouts: bool) -> None:
     parser.add_argument("--workers", type=int, default=None, help="number of warm workers")
     parser.add_argument("--isolation", choices=["bwrap", "none"], default="bwrap",
                         help="'none' runs code UNISOLATED (only for trusted code)")
+    parser.add_argument("--allow-host-root", action="store_true",
+                        help="as root, let code run as HOST ROOT instead of an unprivileged uid (unsafe)")
 
 
 def _config(args, workers_default: int):
     from torl.sandbox.config import SandboxConfig
 
-    return SandboxConfig(workers=args.workers or workers_default, isolation=args.isolation)
+    return SandboxConfig(workers=args.workers or workers_default, isolation=args.isolation,
+                         allow_host_root=args.allow_host_root)
 
 
 def _read_sources(files: list[str]) -> list[tuple[str, str]]:

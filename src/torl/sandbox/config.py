@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import math
 import os
+import posixpath
+from collections.abc import Mapping, Sequence
 
 from torl.sandbox.base import InvalidCode
 
@@ -46,6 +49,9 @@ class SandboxConfig:
     workers: int = dataclasses.field(default_factory=_default_workers)
     max_sessions: int = 16             # each open session pins one extra worker process
     isolation: str = "bwrap"           # "bwrap" (default) or "none": UNISOLATED, opt-out only
+    allow_host_root: bool = False      # as root, workers run as unprivileged host uids; True keeps them
+                                       # host root (unsafe: /proc/sys, keyrings, root's files), opt-out only
+    max_fetch_bytes: int = 16 * 2**20  # files copied back out of a run (fetch_files), all together
     preload: tuple[str, ...] = DEFAULT_PRELOAD
     warmup: str = WARMUP_CODE
     start_timeout_s: float = 60.0      # a worker must be ready within this (imports included)
@@ -89,8 +95,46 @@ class SandboxConfig:
                               "(SandboxConfig.max_code_bytes)")
         return code
 
+    def check_io(self, stdin: object, files: object, fetch_files: object) -> dict:
+        """The request fields for a run's stdin and files (empty ones left out), or InvalidCode."""
+        fields: dict = {}
+        if stdin is not None:
+            if not isinstance(stdin, str):
+                raise InvalidCode(f"stdin must be str, got {type(stdin).__name__}")
+            fields["stdin"] = self.check_code(stdin) if stdin else ""
+        if files:
+            if not isinstance(files, Mapping):
+                raise InvalidCode(f"files must map relative paths to bytes, got {type(files).__name__}")
+            total = 0
+            encoded = {}
+            for path, data in files.items():
+                if not isinstance(data, (bytes, bytearray)):
+                    raise InvalidCode(f"files[{path!r}] must be bytes, got {type(data).__name__}")
+                total += len(data)
+                encoded[check_relative_path(path)] = base64.b64encode(data).decode("ascii")
+            if total > self.max_file_size_mb * 2**20:
+                raise InvalidCode(f"files hold {total} bytes, over the limit of {self.max_file_size_mb} MB "
+                                  "(SandboxConfig.max_file_size_mb)")
+            fields["files"] = encoded
+        if fetch_files:
+            if isinstance(fetch_files, (str, bytes)) or not isinstance(fetch_files, Sequence):
+                raise InvalidCode("fetch_files must be a list of relative paths")
+            fields["fetch_files"] = [check_relative_path(p) for p in fetch_files]
+            fields["max_fetch_bytes"] = self.max_fetch_bytes
+        return fields
+
     def worker_limits(self) -> dict:
         """The caps the worker applies to every child (per-call values come with each request)."""
         return {"max_output_bytes": self.max_output_bytes, "max_processes": self.max_processes,
                 "max_open_files": self.max_open_files, "max_file_size_mb": self.max_file_size_mb,
                 "max_timeout_s": self.max_timeout_s, "max_memory_mb": self.max_memory_mb}
+
+
+def check_relative_path(path: object) -> str:
+    """A path inside the run's working directory, normalized; InvalidCode otherwise."""
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise InvalidCode(f"file paths must be non-empty strings, got {path!r}")
+    norm = posixpath.normpath(path)
+    if posixpath.isabs(norm) or norm == "." or norm.split("/")[0] == "..":
+        raise InvalidCode(f"file path {path!r} must be relative to the run's working directory, without '..'")
+    return norm

@@ -1,25 +1,38 @@
-"""How a worker is confined on the host: the bwrap command line and the process-count bound.
+"""How a worker is confined on the host: who it runs as, the bwrap command line, seccomp, cgroups.
+
+Who: never host root. bwrap started by root (the usual case in GPU containers) maps the
+sandbox's uid to host uid 0: /proc/sys, keyrings and every root-owned file would be open to
+the code. So a root torl drops each worker to its own unprivileged host uid (one per worker,
+`worker_host_uid`) before bwrap starts, in `Launch.preexec`. That uid cannot read paths under
+a private home such as /root (where pyenv's interpreter often lives), so, still as root and in a
+mount namespace of the worker's own, the directories the sandbox needs are bind-mounted onto
+a private tmpfs ("the stage") that the unprivileged bwrap then binds from. The worker also
+gets a fresh session keyring, so it does not possess root's. A non-root torl needs none of this:
+its own uid is already unprivileged.
 
 The filesystem is an allowlist, not a denylist: the sandbox sees the system's /usr (and the
 /bin, /lib symlinks), a few harmless /etc files, the Python interpreter and its packages,
 read-only; a private tmpfs /tmp as scratch; fresh /proc and /dev. The user's home, the project
 checkout, datasets, /etc/shadow... simply do not exist inside. All namespaces are unshared
-(user, pid, net, ipc, uts, cgroup), so there is no network and only sandbox processes are
-visible.
-
-Process count: RLIMIT_NPROC works for non-root users, but the kernel exempts the host's real
-root from it (even inside a user namespace), so as root we need the cgroup `pids` controller.
+(user, pid, net, ipc, uts, cgroup), no new user namespace can be made inside
+(`--disable-userns`), and a seccomp filter (seccomp.py) refuses the system calls model code never
+needs. Memory and process count are bounded per worker by cgroups (cgroups.py) where the host
+has them, and by rlimits always.
 """
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
 import dataclasses
+import itertools
 import os
 import shutil
 import sys
 import sysconfig
 from pathlib import Path
+
+from torl.sandbox import cgroups as cgroups_mod
+from torl.sandbox import seccomp
 
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")
 WORKER_PATH_INSIDE = "/opt/torl-sandbox/worker.py"
@@ -86,10 +99,15 @@ def inside_path(path: str) -> str:
     return path
 
 
-def bwrap_command(bwrap: str, *, scratch_mb: int, shm_mb: int = 16) -> list[str]:
-    """The full argv that starts one worker inside a fresh set of namespaces."""
-    cmd = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1",
-           "--uid", "65534", "--gid", "65534", "--hostname", "sandbox",
+def bwrap_command(bwrap: str, *, scratch_mb: int, shm_mb: int = 16, sources: dict[str, str] | None = None,
+                  seccomp_fd: int | None = None) -> list[str]:
+    """The full argv that starts one worker inside a fresh set of namespaces.
+
+    sources: where bwrap finds each host path it binds (the stage, when privileges are dropped;
+    the path itself otherwise). seccomp_fd: an fd holding the compiled filter (seccomp.py)."""
+    sources = sources or {}
+    cmd = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+           "--as-pid-1", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
            "--ro-bind", "/usr", "/usr"]
     for name in _ROOT_DIRS:
         path = Path("/") / name
@@ -100,8 +118,9 @@ def bwrap_command(bwrap: str, *, scratch_mb: int, shm_mb: int = 16) -> list[str]
     for name in _ETC_FILES:
         cmd += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     for root in python_roots():
-        cmd += ["--ro-bind", root, inside_path(root)]
-    cmd += ["--ro-bind", str(WORKER_SCRIPT), WORKER_PATH_INSIDE,
+        cmd += ["--ro-bind", sources.get(root, root), inside_path(root)]
+    worker = str(WORKER_SCRIPT)
+    cmd += ["--ro-bind", sources.get(worker, worker), WORKER_PATH_INSIDE,
             "--proc", "/proc", "--dev", "/dev",
             "--size", str(shm_mb * 2**20), "--tmpfs", "/dev/shm",
             "--size", str(scratch_mb * 2**20), "--tmpfs", SCRATCH_INSIDE,
@@ -110,6 +129,8 @@ def bwrap_command(bwrap: str, *, scratch_mb: int, shm_mb: int = 16) -> list[str]
             "--chdir", SCRATCH_INSIDE, "--clearenv"]
     for key, value in _SANDBOX_ENV.items():
         cmd += ["--setenv", key, value]
+    if seccomp_fd is not None:
+        cmd += ["--seccomp", str(seccomp_fd)]
     cmd += ["--", inside_path(os.path.abspath(sys.executable)), "-I", WORKER_PATH_INSIDE]
     return cmd
 
@@ -123,76 +144,126 @@ def unisolated_env() -> dict[str, str]:
     return {**keep, **{k: v for k, v in _SANDBOX_ENV.items() if k not in ("PATH", "HOME", "TMPDIR")}}
 
 
-# ---------------------------------------------------------------- process-count bound
+# ---------------------------------------------------------------- who the worker runs as
 
-def needs_cgroup() -> bool:
-    """RLIMIT_NPROC is not enforced for the host's real root, so root needs the pids cgroup."""
-    return os.getuid() == 0
+SANDBOX_UID = 65534          # the uid the code sees inside (nobody)
+HOST_UID_BASE = 2_100_000_000  # workers of a root torl run as host uids from here: no account uses them
+_uid_counter = itertools.count()
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def worker_host_uid() -> int:
+    """A host uid of its own for the next worker: RLIMIT_NPROC counts per uid, so sharing one
+    would make every worker's process bound a bound on all of them together."""
+    return HOST_UID_BASE + (os.getpid() % 2**15) * 1024 + next(_uid_counter) % 1024
+
+
+# Mount-namespace plumbing for the preexec step (raw libc: no Python wrapper in 3.11).
+_CLONE_NEWNS = 0x00020000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
+_KEYCTL_JOIN_SESSION_KEYRING = 1
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}
+STAGE = "/tmp"  # in the worker's own mount namespace only: a private tmpfs is mounted there
+
+
+def _libc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    return libc
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 @dataclasses.dataclass
-class PidsCgroup:
-    """One cgroup (v1 `pids` hierarchy or v2 with the pids controller) capping one worker."""
+class Launch:
+    """Everything needed to start one isolated worker: argv, and what its child does before exec."""
 
-    path: Path
+    argv: list[str]
+    pass_fds: tuple[int, ...]
+    host_uid: int | None                      # None: stays the caller's uid (non-root, or opted out)
+    cgroups: cgroups_mod.WorkerCgroups | None
+    stage: dict[str, str]                     # host path -> its name on the stage
 
-    @property
-    def procs_file(self) -> str:
-        return str(self.path / "cgroup.procs")
-
-    def enter(self) -> None:
-        """Move the *calling* process in. Runs in the worker's preexec_fn: os calls only."""
-        fd = os.open(self.procs_file, os.O_WRONLY)
-        try:
-            os.write(fd, b"0")
-        finally:
+    def preexec(self) -> None:
+        """Runs in the forked child, as the caller, right before exec: os and libc calls only."""
+        if self.cgroups is not None:
+            self.cgroups.enter()
+        if self.host_uid is None:
+            return
+        libc = _libc()
+        _check(libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        _check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "make / private")
+        # Open what is to be staged *before* the stage hides /tmp, and in this namespace (a bind
+        # source must belong to the caller's mount namespace).
+        fds = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in self.stage}
+        _check(libc.mount(b"torl-stage", STAGE.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=755,size=64k"),
+               "mount the stage")
+        for path, fd in fds.items():
+            target = self.stage[path]
+            if os.path.isdir(f"/proc/self/fd/{fd}"):
+                os.mkdir(target)
+            else:
+                os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+            _check(libc.mount(f"/proc/self/fd/{fd}".encode(), target.encode(), None, _MS_BIND, None),
+                   f"stage {path}")
             os.close(fd)
+        os.setgroups([])
+        os.setresgid(self.host_uid, self.host_uid, self.host_uid)
+        os.setresuid(self.host_uid, self.host_uid, self.host_uid)
+        # A keyring of its own: the inherited session keyring is root's, and a process that
+        # possesses a keyring may read and change it whatever its uid.
+        number = _SYS_KEYCTL.get(os.uname().machine)
+        if number is not None:
+            libc.syscall(number, _KEYCTL_JOIN_SESSION_KEYRING, None)
 
-    def remove(self) -> None:
-        with contextlib.suppress(OSError):
-            self.path.rmdir()
 
-
-def _pids_parent() -> Path:
-    """Directory under which we may create pids-limited cgroups, or IsolationError."""
-    v1 = Path("/sys/fs/cgroup/pids")
-    if (v1 / "cgroup.procs").exists() and os.access(v1, os.W_OK):
-        return v1 / "torl-sandbox"
-    # cgroup v2: our own cgroup must delegate the pids controller to its children.
+def worker_launch(bwrap: str, *, scratch_mb: int, max_processes: int, name: str, drop_privileges: bool,
+                  memory_cgroup: bool = True) -> Launch:
+    """Build the launch of one isolated worker. Raises IsolationError when it cannot be confined."""
+    host_uid = worker_host_uid() if drop_privileges else None
+    groups = None
+    if running_as_root():
+        # +4: the bwrap monitor, the zygote, slack for the zygote's own fork.
+        try:
+            groups = cgroups_mod.create(name, max_pids=max_processes + 4,
+                                        controllers=("pids", "memory") if memory_cgroup else ("pids",))
+        except cgroups_mod.CgroupError as e:
+            raise IsolationError(str(e)) from None
+        if "pids" in groups.missing and host_uid is None:
+            groups.remove()
+            raise IsolationError(
+                "running as root with host_root allowed, where RLIMIT_NPROC is not enforced, and no writable "
+                "cgroup pids controller was found: delegate a pids cgroup, or let the sandbox drop privileges")
+    stage: dict[str, str] = {}
+    if host_uid is not None:
+        wanted = [*python_roots(), str(WORKER_SCRIPT)]
+        stage = {path: f"{STAGE}/{i}" for i, path in enumerate(wanted)}
+        bwrap = _staged(bwrap, stage)
     try:
-        line = next(x for x in Path("/proc/self/cgroup").read_text().splitlines() if x.startswith("0::"))
-        mount = next(x.split()[1] for x in Path("/proc/mounts").read_text().splitlines() if x.split()[2] == "cgroup2")
-    except (StopIteration, OSError) as e:
-        raise IsolationError(f"no usable cgroup pids controller found ({e})") from None
-    own = Path(mount) / line[3:].lstrip("/")
-    if "pids" in (own / "cgroup.subtree_control").read_text().split() and os.access(own, os.W_OK):
-        return own
-    raise IsolationError(
-        "running as root, where RLIMIT_NPROC is not enforced, and no writable cgroup pids controller "
-        f"was found (v1 /sys/fs/cgroup/pids, or v2 {own} with 'pids' in cgroup.subtree_control): "
-        "run as a non-root user, delegate a pids cgroup, or set isolation='none' to run UNISOLATED")
+        seccomp_fd = seccomp.program_fd(block_pinning=groups is None or not groups.has_memory)
+    except (ImportError, OSError) as e:
+        if groups is not None:
+            groups.remove()
+        raise IsolationError(f"cannot build the seccomp filter ({type(e).__name__}: {e}): "
+                             "install libseccomp2 (Debian/Ubuntu: apt-get install libseccomp2) and pyseccomp") from None
+    argv = bwrap_command(bwrap, scratch_mb=scratch_mb, sources=stage, seccomp_fd=seccomp_fd)
+    return Launch(argv, (seccomp_fd,), host_uid, groups, stage)
 
 
-def make_pids_cgroup(name: str, max_pids: int) -> PidsCgroup:
-    parent = _pids_parent()
-    try:
-        parent.mkdir(exist_ok=True)
-        path = parent / name
-        path.mkdir(exist_ok=True)
-        (path / "pids.max").write_text(str(max_pids))
-    except OSError as e:
-        raise IsolationError(f"cannot create the pids cgroup {parent / name}: {e}") from None
-    return PidsCgroup(path)
+def _staged(path: str, stage: dict[str, str]) -> str:
+    """Where `path` is reachable after the privilege drop: below a staged directory, or as is."""
+    for root, target in stage.items():
+        if path.startswith(root.rstrip("/") + "/"):
+            return target + path[len(root.rstrip("/")):]
+    return path
 
 
 def remove_stale_cgroups() -> None:
-    """Remove empty cgroups left by earlier torl processes that died without cleaning up."""
-    with contextlib.suppress(IsolationError, OSError):
-        parent = _pids_parent()
-        if parent.name != "torl-sandbox" or not parent.is_dir():
-            return
-        for child in parent.iterdir():
-            owner = child.name.split("-", 1)[0]
-            if child.is_dir() and owner.isdigit() and not Path(f"/proc/{owner}").exists():
-                with contextlib.suppress(OSError):
-                    child.rmdir()
+    cgroups_mod.remove_stale()

@@ -1,7 +1,7 @@
 """LocalSandbox: a self-healing pool of warm, isolated worker processes on this machine.
 
-Each worker is one `worker.py` zygote inside bwrap (see isolation.py), with its own pids cgroup
-when running as root. Stateless runs share a pool of N workers (an idle queue; callers beyond N
+Each worker is one `worker.py` zygote inside bwrap (see isolation.py), as an unprivileged host
+uid of its own and, where the host allows, in pids and memory cgroups of its own (cgroups.py). Stateless runs share a pool of N workers (an idle queue; callers beyond N
 wait their turn). A stateless worker answers a run twice: `result` as soon as the code is done,
 then `idle` once it has killed the run's leftovers and wiped its scratch; only then does it go
 back to the idle queue, so the caller never waits for the cleanup and no run ever starts next to
@@ -13,6 +13,7 @@ result, because that failure is ours, never the code's.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import itertools
@@ -23,16 +24,18 @@ import shutil
 import tempfile
 import uuid
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
-from torl.sandbox import isolation
-from torl.sandbox.base import Sandbox, SandboxUnavailable, UnknownSession
+from torl.sandbox import cgroups, isolation
+from torl.sandbox.base import InvalidCode, Sandbox, SandboxUnavailable, UnknownSession
 from torl.sandbox.config import SandboxConfig
 from torl.sandbox.result import ExecResult, ExecStatus
 from torl.sandbox.worker import HEADER, encode_frame
 
 log = logging.getLogger("torl.sandbox")
 
+_MEMORY_SLACK = 32 * 2**20   # beyond the idle worker and memory_mb: the run's own interpreter pages
 _ANSWER_GRACE_S = 15.0       # beyond the timeout, for cleanup and slow machines, before we call a worker hung
 _MAX_RESPAWN_FAILURES = 3    # consecutive failed replacements before the sandbox declares itself unavailable
 _counter = itertools.count()
@@ -49,7 +52,11 @@ class _WorkerProcess:
         self.config, self.mode = config, mode
         self.name = f"{os.getpid()}-{next(_counter)}"
         self.proc: asyncio.subprocess.Process | None = None
-        self.cgroup: isolation.PidsCgroup | None = None
+        self.cgroups: cgroups.WorkerCgroups | None = None
+        self.host_uid: int | None = None
+        self.memory_base: int | None = None      # bytes the idle worker holds (memory cgroup only)
+        self.memory_limit: int | None = None
+        self._oom_kills = 0
         self.scratch: str | None = None
         self.info: dict = {}
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
@@ -66,23 +73,26 @@ class _WorkerProcess:
     async def start(self) -> dict:
         cfg = self.config
         isolated = cfg.isolation == "bwrap"
-        preexec = None
+        preexec, pass_fds = None, ()
         if isolated:
-            cmd = isolation.bwrap_command(isolation.find_bwrap(), scratch_mb=cfg.scratch_mb)
-            env = {}
-            scratch = isolation.SCRATCH_INSIDE
-            if isolation.needs_cgroup():
-                # +4: the bwrap monitor, the zygote, slack for the zygote's own fork.
-                self.cgroup = isolation.make_pids_cgroup(self.name, cfg.max_processes + 4)
-                preexec = self.cgroup.enter
+            launch = isolation.worker_launch(
+                isolation.find_bwrap(), scratch_mb=cfg.scratch_mb, max_processes=cfg.max_processes, name=self.name,
+                drop_privileges=isolation.running_as_root() and not cfg.allow_host_root)
+            cmd, env, scratch = launch.argv, {}, isolation.SCRATCH_INSIDE
+            preexec, pass_fds = launch.preexec, launch.pass_fds
+            self.cgroups, self.host_uid = launch.cgroups, launch.host_uid
         else:
             cmd, env = isolation.unisolated_command(), isolation.unisolated_env()
             scratch = self.scratch = tempfile.mkdtemp(prefix="torl-sandbox-")
             env["HOME"] = env["TMPDIR"] = scratch
-        self.proc = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env, preexec_fn=preexec, start_new_session=not isolated,
-            cwd=scratch if not isolated else "/")
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=env, preexec_fn=preexec, pass_fds=pass_fds,
+                start_new_session=not isolated, cwd=scratch if not isolated else "/")
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
         self._stderr_task = asyncio.create_task(self._pump_stderr())
         init = {"op": "init", "mode": self.mode, "isolated": isolated, "scratch": scratch,
                 "preload": list(cfg.preload), "warmup": cfg.warmup, "limits": cfg.worker_limits()}
@@ -90,11 +100,43 @@ class _WorkerProcess:
             self.info = await self.request(init, timeout=cfg.start_timeout_s)
         except WorkerDied as e:
             await self.kill()
-            raise WorkerDied(f"worker failed to start: {e}") from None
+            raise WorkerDied(f"worker failed to start: {e}{self._root_hint()}") from None
         if self.info.get("op") != "ready":
             await self.kill()
             raise WorkerDied(f"worker failed to start: {self.info.get('message', self.info)}")
+        if self.cgroups is not None and self.cgroups.has_memory:
+            # Everything the worker holds now (interpreter, pre-imports, the spare) is the base;
+            # each run may add its memory_mb on top, whatever kind of memory it uses.
+            self.memory_base = self.cgroups.memory_usage() + _MEMORY_SLACK
         return self.info
+
+    def _root_hint(self) -> str:
+        if self.host_uid is None:
+            return ""
+        return ("; the sandbox runs each worker as an unprivileged host uid, which needs unprivileged user "
+                "namespaces (sysctl user.max_user_namespaces > 0, kernel.unprivileged_userns_clone=1, "
+                "kernel.apparmor_restrict_unprivileged_userns=0) and a readable interpreter; "
+                "SandboxConfig(allow_host_root=True) runs code as host root instead (unsafe)")
+
+    def limit_memory(self, memory_mb: int) -> None:
+        """Bound all memory of the worker's next run (cgroup); CgroupError if the bound cannot be set."""
+        if self.memory_base is None:
+            return
+        limit = self.memory_base + memory_mb * 2**20
+        if limit != self.memory_limit:
+            self.cgroups.set_memory_limit(limit)
+            self.memory_limit = limit
+
+    @property
+    def oom_kills_seen(self) -> int:
+        """The OOM-kill count as last read by oom_kills()."""
+        return self._oom_kills
+
+    def oom_kills(self) -> int:
+        """OOM kills in this worker's memory cgroup so far (kept past kill(), which removes it)."""
+        if self.cgroups is not None and self.memory_base is not None:
+            self._oom_kills = self.cgroups.oom_kills()
+        return self._oom_kills
 
     async def request(self, message: dict, timeout: float) -> dict:
         """Send one frame and wait for the answer; WorkerDied if the worker ends or hangs."""
@@ -126,7 +168,8 @@ class _WorkerProcess:
     async def _read_frame(self) -> dict:
         head = await self.proc.stdout.readexactly(HEADER.size)
         size = HEADER.unpack(head)[0]
-        limit = 4 * self.config.max_output_bytes + 1_000_000
+        # JSON escapes a control byte as \\u00XX: 6 bytes of frame per byte of output at worst.
+        limit = 6 * self.config.max_output_bytes + self.config.max_fetch_bytes * 4 // 3 + 1_000_000
         if size > limit:
             raise ConnectionError(f"oversized frame ({size} bytes)")
         return json.loads(await self.proc.stdout.readexactly(size))
@@ -156,13 +199,13 @@ class _WorkerProcess:
         if self._stderr_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._stderr_task, 5)
-        if self.cgroup is not None:
+        if self.cgroups is not None:
+            self.oom_kills()
             for _ in range(100):  # the namespace's processes may take a moment to be gone
-                self.cgroup.remove()
-                if not self.cgroup.path.exists():
+                if self.cgroups.remove():
                     break
                 await asyncio.sleep(0.02)
-            self.cgroup = None
+            self.cgroups = None
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
             self.scratch = None
@@ -189,6 +232,7 @@ class LocalSandbox(Sandbox):
         self._workers: list[_WorkerProcess] = []
         self._idle: asyncio.Queue[_WorkerProcess | None] | None = None
         self._sessions: dict[str, tuple[_WorkerProcess, asyncio.Lock]] = {}
+        self._session_limits: dict[str, tuple[float, int]] = {}
         self._start_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heal_tasks: set[asyncio.Task] = set()      # replacing dead workers
@@ -232,7 +276,18 @@ class LocalSandbox(Sandbox):
                                "create one sandbox per event loop, or use only the blocking forms")
 
     def _check_isolation(self) -> None:
-        if self.config.isolation == "none":
+        cfg = self.config
+        as_root = isolation.running_as_root()
+        if as_root and cfg.allow_host_root is False and cfg.isolation == "none":
+            raise SandboxUnavailable(
+                "sandbox refused to start: isolation='none' as root would run model-written code as host root; "
+                "use isolation='bwrap', run torl as a non-root user, or set allow_host_root=True (unsafe)")
+        if as_root and cfg.allow_host_root:
+            message = ("torl sandbox: allow_host_root=True: model-written code runs as HOST ROOT "
+                       f"({'inside bwrap namespaces' if cfg.isolation == 'bwrap' else 'UNISOLATED'}).")
+            log.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        if cfg.isolation == "none":
             message = ("torl sandbox: isolation='none': model-written code runs UNISOLATED with your user's "
                        "rights (files, network, processes). Only for trusted code or throwaway machines.")
             log.warning(message)
@@ -240,11 +295,15 @@ class LocalSandbox(Sandbox):
             return
         try:
             isolation.find_bwrap()
-            if isolation.needs_cgroup():
+            if as_root:
                 isolation.remove_stale_cgroups()
-                isolation.make_pids_cgroup(f"{os.getpid()}-probe", 8).remove()
+            from torl.sandbox import seccomp
+            seccomp.compiled(block_pinning=False)
         except isolation.IsolationError as e:
             raise SandboxUnavailable(f"sandbox isolation unavailable: {e}") from None
+        except (ImportError, OSError) as e:
+            raise SandboxUnavailable(f"sandbox isolation unavailable: cannot build the seccomp filter ({e}): "
+                                     "install libseccomp2 (apt-get install libseccomp2) and pyseccomp") from None
 
     async def aclose(self) -> None:
         self._closed = True
@@ -258,14 +317,20 @@ class LocalSandbox(Sandbox):
 
     # -- running code
     async def run(self, code: str, *, timeout: float | None = None, memory_mb: int | None = None,
-                  session: str | None = None) -> ExecResult:
+                  session: str | None = None, stdin: str | None = None, files: Mapping[str, bytes] | None = None,
+                  fetch_files: Sequence[str] = ()) -> ExecResult:
         code = self.config.check_code(code)
         timeout, memory_mb = self.config.check_limits(timeout, memory_mb)
-        request = {"op": "exec", "code": code, "timeout": timeout, "memory_mb": memory_mb}
+        request = {"op": "exec", "code": code, "timeout": timeout, "memory_mb": memory_mb,
+                   **self.config.check_io(stdin, files, fetch_files)}
         if session is not None:
+            if len(request) > 4:
+                raise InvalidCode("stdin, files and fetch_files are for stateless runs, not sessions")
             worker, lock = self._session(session)
             async with lock:
+                self._check_session_limits(session, timeout, memory_mb)
                 return await self._execute(worker, request, session=session)
+
         await self._ensure_started()
         while True:
             worker = await self._idle.get()
@@ -293,8 +358,19 @@ class LocalSandbox(Sandbox):
     async def _execute(self, worker: _WorkerProcess, request: dict, session: str | None = None) -> ExecResult:
         self.stats["executions"] += 1
         try:
+            worker.limit_memory(request["memory_mb"])
+        except cgroups.CgroupError as e:
+            await worker.kill()
+            if session is not None:  # the session's own state is over the block's limit
+                return ExecResult(status=ExecStatus.MEMORY, sandbox_message=f"{self._memory_message(request)} ({e})")
+            return self._sandbox_error(f"could not bound the run's memory: {e}")
+        oom_before = worker.oom_kills_seen  # no read per run: every OOM kill ends a run in error or timeout
+        try:
             answer = await worker.request(request, timeout=request["timeout"] + _ANSWER_GRACE_S)
         except WorkerDied as e:
+            if worker.oom_kills() > oom_before:  # the run's memory took the worker down: the code's doing
+                self.stats["status/memory"] += 1
+                return ExecResult(status=ExecStatus.MEMORY, exit_code=-9, sandbox_message=self._memory_message(request))
             where = f"session {session} worker" if session else "worker"
             return self._sandbox_error(f"{where} died while running code: {e}")
         if answer.get("op") != "result":
@@ -308,11 +384,33 @@ class LocalSandbox(Sandbox):
             exit_code=answer.get("exit_code"), duration_s=answer.get("duration_s", 0.0),
             stdout_truncated=answer.get("stdout_truncated", False),
             stderr_truncated=answer.get("stderr_truncated", False),
-            sandbox_message=answer.get("sandbox_message", ""))
+            sandbox_message=answer.get("sandbox_message", ""),
+            files={name: base64.b64decode(data) for name, data in answer.get("files", {}).items()})
+        if session is not None:
+            if answer.get("state_advanced"):  # the block's process, with its limits, now holds the state
+                self._session_limits[session] = (request["timeout"], request["memory_mb"])
+            elif answer.get("session_reset"):
+                self._session_limits.pop(session, None)
+        if result.status in (ExecStatus.ERROR, ExecStatus.TIMEOUT) and worker.oom_kills() > oom_before:
+            # Killed by the memory cgroup (memfd, tmpfs, shared memory... beyond memory_mb).
+            result.status, result.sandbox_message = ExecStatus.MEMORY, self._memory_message(request)
         self.stats[f"status/{result.status.value}"] += 1
         if result.status is ExecStatus.SANDBOX_ERROR:
             log.error("sandbox error: %s", result.sandbox_message)
         return result
+
+    @staticmethod
+    def _memory_message(request: dict) -> str:
+        return f"MemoryError: the run's memory (all kinds) exceeded its limit of {request['memory_mb']} MB"
+
+    def _check_session_limits(self, session: str, timeout: float, memory_mb: int) -> None:
+        """A session's limits can stay or shrink, never grow: each block's rlimits are hard limits
+        that its successor (the process holding the session's state) inherits."""
+        floor = self._session_limits.get(session)
+        if floor is not None and (timeout > floor[0] or memory_mb > floor[1]):
+            raise InvalidCode(f"session {session}: limits can only stay or shrink from block to block "
+                              f"(this block asks timeout={timeout:g}, memory_mb={memory_mb}; earlier blocks had "
+                              f"timeout={floor[0]:g}, memory_mb={floor[1]}): open a new session for larger limits")
 
     def _sandbox_error(self, message: str) -> ExecResult:
         self.stats["status/sandbox_error"] += 1
@@ -419,6 +517,7 @@ class LocalSandbox(Sandbox):
     async def close_session(self, session: str) -> None:
         worker, lock = self._session(session)
         self._sessions.pop(session, None)
+        self._session_limits.pop(session, None)
         async with lock:
             await worker.close()
 
@@ -452,20 +551,37 @@ class LocalSandbox(Sandbox):
         cfg, info = self.config, self.worker_info
         if cfg.isolation == "none":
             return [("isolation", False, "isolation='none': code runs UNISOLATED (rlimits only)")]
-        cgroup = isolation.needs_cgroup()
+        worker = next((w for w in self._workers if w.alive), None)
+        host_uid = worker.host_uid if worker else None
+        groups = worker.cgroups if worker else None
+        as_root = isolation.running_as_root()
+        memory_cgroup = bool(groups and groups.has_memory)
+        if host_uid is not None:
+            uid_detail = f"code runs as uid {info.get('uid')} inside = unprivileged host uid {host_uid} (one per worker)"
+        elif as_root:
+            uid_detail = "allow_host_root=True: code runs as HOST ROOT inside the namespaces"
+        else:
+            uid_detail = f"code runs as uid {info.get('uid')} inside = your own host uid {os.getuid()}"
         return [
             ("bubblewrap", True, isolation.find_bwrap()),
+            ("uid mapping", not (as_root and host_uid is None), uid_detail),
             ("pid namespace", info.get("pid") == 1, f"worker is pid {info.get('pid')} inside; user code "
                                                     "cannot signal it, every leftover process is killed"),
-            ("user namespace", info.get("uid") == 65534, f"code runs as uid {info.get('uid')} (nobody), no capabilities"),
+            ("user namespace", info.get("uid") == isolation.SANDBOX_UID,
+             "no capabilities; no new user namespaces inside (--disable-userns)"),
             ("network namespace", set(info.get("net_interfaces", [])) <= {"lo"},
              f"interfaces: {', '.join(info.get('net_interfaces', [])) or 'none'}"),
+            ("seccomp", True, "denylist: keyrings, namespaces, mount, io_uring, ptrace, bpf, other processes' "
+                              "limits/priorities" + ("" if memory_cgroup else "; memfd_create and shmget (no memory cgroup)")),
             ("filesystem", True, "read-only allowlist: /usr, interpreter dirs " + ", ".join(isolation.python_roots())
              + f"; private tmpfs /tmp ({cfg.scratch_mb} MB), wiped after each run; home and project hidden"),
-            ("process bound", True, f"pids cgroup, max {cfg.max_processes} + 4 per worker" if cgroup
-             else f"RLIMIT_NPROC={cfg.max_processes}"),
+            ("memory cgroup", memory_cgroup,
+             f"all memory of a run (memfd, tmpfs, shared memory) within memory_mb (+{cfg.memory_mb} MB default)"
+             if memory_cgroup else "not available on this host: memfd_create and SysV shmget refused instead"),
+            ("process bound", True, (f"pids cgroup, max {cfg.max_processes} + 4 per worker; " if groups and "pids" in groups.dirs
+                                     else "") + f"RLIMIT_NPROC={cfg.max_processes}"),
             ("rlimits", True, f"address space +{cfg.memory_mb} MB, CPU ~timeout, {cfg.max_open_files} files, "
-                              f"{cfg.max_file_size_mb} MB per file, no core dumps"),
+                              f"{cfg.max_file_size_mb} MB per file, no core dumps; hard = soft, in sessions too"),
             ("output cap", True, f"{cfg.max_output_bytes} bytes, then killed"),
         ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import enum
 
@@ -27,18 +28,22 @@ class ExecResult:
     sandbox_message: str = ""          # the sandbox's own note: for SANDBOX_ERROR what went wrong on our
                                        # side; for TIMEOUT/MEMORY/OUTPUT_LIMIT which limit was hit
                                        # ("TimeoutError: execution exceeded 10 s")
+    files: dict[str, bytes] = dataclasses.field(default_factory=dict)  # fetch_files found after the run
 
     @property
     def ok(self) -> bool:
         return self.status is ExecStatus.OK
 
     def to_dict(self) -> dict:
+        """JSON-ready: file contents as base64 text."""
         d = dataclasses.asdict(self)
         d["status"] = self.status.value
+        d["files"] = {name: base64.b64encode(data).decode("ascii") for name, data in self.files.items()}
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExecResult":
         d = dict(d)
         d["status"] = ExecStatus(d["status"])
+        d["files"] = {name: base64.b64decode(data) for name, data in d.get("files", {}).items()}
         return cls(**d)

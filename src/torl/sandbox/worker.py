@@ -29,6 +29,7 @@ Wire format on the host pipes: 4-byte big-endian length + UTF-8 JSON object.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import errno
@@ -41,9 +42,9 @@ import linecache
 import os
 import resource
 import select
-import shutil
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
@@ -101,15 +102,16 @@ def write_frame(fd: int, obj: dict) -> None:
 # ---------------------------------------------------------------- the child: runs user code
 
 def _set_limit(res: int, soft: int, hard: int, *, strict: bool) -> None:
-    """strict: hard = soft (stateless). Sessions keep hard at the configured maxima because
-    later blocks of the same process lineage may need more."""
+    """strict: hard = soft, so the code cannot raise its own limit (every run, and every session
+    block). Otherwise hard stays at the configured maxima (the worker's own set-up)."""
+    # Without privileges a hard limit can only go down: never ask for more than the current one
+    # (in a session, the blocks before this one may have lowered it).
+    current_hard = resource.getrlimit(res)[1]
+    if current_hard != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current_hard), min(hard, current_hard)
     if strict:
         resource.setrlimit(res, (soft, soft))
         return
-    # Without privileges a hard limit can only go down: keep the lineage's first one.
-    current_hard = resource.getrlimit(res)[1]
-    if current_hard != resource.RLIM_INFINITY:
-        hard = min(hard, current_hard)
     resource.setrlimit(res, (min(soft, hard), hard))
 
 
@@ -293,8 +295,8 @@ def _classify(wait_status: int | None, killed_for: str | None, lim: dict) -> tup
                 f"OutputLimitError: output exceeded {lim['max_output_bytes']} bytes; execution stopped")
     if exit_code == -signal.SIGXCPU:
         return "timeout", exit_code, "", f"TimeoutError: execution exceeded {lim['timeout']:g} s of CPU time"
-    if exit_code == MEMORY_EXIT:
-        return "memory", exit_code, "", f"MemoryError: exceeded the memory limit of {lim['memory_mb']} MB"
+    if exit_code == MEMORY_EXIT:  # Python itself exits 1 after an uncaught MemoryError
+        return "memory", 1, "", f"MemoryError: exceeded the memory limit of {lim['memory_mb']} MB"
     if exit_code == 0:
         return "ok", 0, "", ""
     if exit_code is not None and exit_code < 0:
@@ -356,32 +358,80 @@ def _kill_namespace(keep: set[int], deadline_s: float = 5.0, child_pidfd: int | 
 
 
 def _wipe_dir(path: str) -> bool:
-    """Empty a scratch dir, even if the code chmod-ed things away. Returns False if it failed."""
-    def fix_and_retry(func, p, _exc):
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
-        except OSError:
-            pass
-
+    """Empty a scratch dir, even if the code chmod-ed things away or nested directories deeper
+    than any path can name. Iterative, one directory fd at a time, every step relative to it:
+    no recursion limit, no PATH_MAX. Returns False if something is left."""
     try:
         os.chmod(path, 0o1777)
-        entries = list(os.scandir(path))
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
         return False
-    for entry in entries:
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, onerror=fix_and_retry)
-            else:
-                os.unlink(entry.path)
-        except OSError:
-            pass
+    names: list[str] = []  # the way down from `path` to where fd points
+    budget = 10_000_000    # entries visited at most; a tmpfs cannot hold more than this anyway
     try:
-        return not os.listdir(path)
+        while budget > 0:
+            budget -= 1
+            child = _first_entry(fd)
+            if child is not None:
+                name, is_dir = child
+                if not is_dir:
+                    with contextlib.suppress(OSError):
+                        os.unlink(name, dir_fd=fd)
+                    continue
+                with contextlib.suppress(OSError):
+                    os.chmod(name, 0o700, dir_fd=fd, follow_symlinks=False)
+                try:
+                    sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                except OSError:
+                    return False
+                os.close(fd)
+                fd, names = sub, names + [name]
+                continue
+            if not names:  # the top is empty
+                return True
+            parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            try:
+                os.rmdir(names.pop(), dir_fd=fd)
+            except OSError:
+                return False
+        return False
     except OSError:
         return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _first_entry(dir_fd: int) -> tuple[str, bool] | None:
+    """One entry of the directory (name, is a real directory), or None if it is empty."""
+    with os.scandir(dir_fd) as it:
+        for entry in it:
+            return entry.name, entry.is_dir(follow_symlinks=False)
+    return None
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _remove_sysv_ipc() -> bool:
+    """Remove every SysV shared-memory segment, message queue and semaphore set of our IPC
+    namespace: they would outlive the run that made them. False if one could not be removed."""
+    libc = _LIBC
+    clean = True
+    for table, remove in (("shm", lambda i: libc.shmctl(i, 0, None)), ("msg", lambda i: libc.msgctl(i, 0, None)),
+                          ("sem", lambda i: libc.semctl(i, 0, 0))):  # 0 = IPC_RMID
+        try:
+            with open(f"/proc/sysvipc/{table}") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            ident = int(row.split()[1])
+            if remove(ident) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.EIDRM):
+                clean = False
+    return clean
 
 
 # ---------------------------------------------------------------- the spare child
@@ -412,11 +462,13 @@ def _spare_main(fixed_limits: dict, out_w: int, err_w: int, request_fd: int, rep
     try:
         _enter_child(fixed_limits, out_w, err_w, keep_fds={request_fd: SPARE_REQUEST_FD, report_w: SPARE_REPORT_FD},
                      strict=True, run_limits=False)
+        _raise_oom_score()
         vm = _vm_bytes()  # measured now, while we wait, instead of on the critical path
         report_pipe = _file_identity(SPARE_REPORT_FD)
         request = read_frame(SPARE_REQUEST_FD)
         if request is None:  # the worker is gone, or dropped us: nothing to run
             os._exit(0)
+        _prepare_io(request)
         _set_run_limits(request["limits"], strict=True, vm=vm)
         main = _fresh_main_module()
         # On the request socket, which the worker only reads afterwards: writing it does not wake
@@ -438,6 +490,52 @@ def _spare_main(fixed_limits: dict, out_w: int, err_w: int, request_fd: int, rep
         traceback.print_exc()
     finally:
         os._exit(status)
+
+
+def _prepare_io(request: dict) -> None:
+    """Write the request's files into the working directory and give its stdin to fd 0."""
+    for path, data in request.get("files", {}).items():
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(data))
+    if request.get("stdin"):
+        fd = os.open(".", os.O_TMPFILE | os.O_RDWR, 0o600)  # unnamed: nothing left in the scratch dir
+        data = memoryview(request["stdin"].encode("utf-8", "surrogatepass"))
+        while data:
+            data = data[os.write(fd, data):]
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.dup2(fd, 0)
+        os.close(fd)
+
+
+def fetch_files(root: str, paths: list[str], budget: int) -> tuple[dict[str, str], list[str]]:
+    """Read the named regular files below root (base64), within budget bytes in all. Runs in
+    the worker after the code has ended: no symlink is followed at the last component, no FIFO
+    or device is opened for reading. Returns (files, paths left out for size)."""
+    found, skipped = {}, []
+    for path in paths:
+        try:
+            fd = os.open(os.path.join(root, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if st.st_size > budget:
+                skipped.append(path)
+                continue
+            data = os.read(fd, st.st_size + 1)
+            while len(data) <= st.st_size and (more := os.read(fd, st.st_size + 1 - len(data))):
+                data += more
+            data = data[:budget]
+            budget -= len(data)
+            found[path] = base64.b64encode(data).decode("ascii")
+        finally:
+            os.close(fd)
+    return found, skipped
 
 
 def _file_identity(fd: int) -> tuple[int, int] | None:
@@ -543,7 +641,7 @@ class Worker:
             if self.session:
                 write_frame(self.host_out, self._exec_session(req["code"], lim))
                 continue
-            result, used = self._exec_stateless(req["code"], lim)
+            result, used = self._exec_stateless(req, lim)
             write_frame(self.host_out, result)  # the caller has its answer; now make us clean again
             clean = self._clean_up_after(used)
             self._fork_spare()
@@ -573,7 +671,7 @@ class Worker:
             os.close(fd)
         self.spare = _Spare(pid, os.pidfd_open(pid), request, report_r, out_r, err_r)
 
-    def _exec_stateless(self, code: str, lim: dict) -> tuple[dict, _Spare | None]:
+    def _exec_stateless(self, request: dict, lim: dict) -> tuple[dict, _Spare | None]:
         """Run code in the spare; return the result and the spare that ran it (None if there was
         none), for the cleanup."""
         t0 = time.monotonic()
@@ -587,7 +685,8 @@ class Worker:
             return {"op": "result", "status": "sandbox_error", "sandbox_message": self.spare_error,
                     "recycle": True}, None
         try:
-            write_frame(spare.request.fileno(), {"code": code, "limits": lim})
+            write_frame(spare.request.fileno(), {"code": request["code"], "limits": lim,
+                                                 "stdin": request.get("stdin"), "files": request.get("files", {})})
         except OSError:
             pass  # the spare died: it never says SET_UP, which is handled below
         collector = _Collector(spare.out_r, spare.err_r, lim["max_output_bytes"])
@@ -613,7 +712,13 @@ class Worker:
             return {"op": "result", "status": "sandbox_error", "recycle": True,
                     "sandbox_message": "execution set-up failed in the worker: "
                                        + collector.text(collector.err_fd)[-2000:]}, spare
-        return _result(collector, wait_status, killed_for, lim, t0), spare
+        result = _result(collector, wait_status, killed_for, lim, t0)
+        if request.get("fetch_files"):
+            result["files"], skipped = fetch_files(self.scratch, request["fetch_files"], request["max_fetch_bytes"])
+            if skipped:
+                result["sandbox_message"] += (f" fetch_files: left out, over {request['max_fetch_bytes']} bytes: "
+                                              + ", ".join(skipped)).lstrip()
+        return result, spare
 
     def _clean_up_after(self, spare: _Spare | None) -> bool:
         """Kill what the last run left, reap its child, wipe the scratch dirs; False if not clean."""
@@ -628,18 +733,22 @@ class Worker:
         if spare is not None:
             os.close(spare.pidfd)
         clean = _wipe_dir(self.scratch) and clean
-        if self.isolated:
+        if self.isolated:  # our own /dev/shm and IPC namespace; unisolated runs share the host's
             clean = _wipe_dir("/dev/shm") and clean
+            clean = _remove_sysv_ipc() and clean
         return clean
 
     def _supervise(self, collector: _Collector, watchers: dict, lim: dict, kill) -> str | None:
         """Pump output until a watcher (fd -> callable run when the fd is readable) answers _DONE,
-        the deadline passes, or the output cap is exceeded. Returns why we killed the child, or None."""
+        the deadline passes, or the output cap is exceeded. Returns why we killed the child, or None.
+        A watcher may add watchers to the dict; they are polled from then on."""
         deadline = time.monotonic() + lim["timeout"]
         poller = select.poll()
         open_pipes = set(collector.fds)
+        registered = set()
         for fd in (*collector.fds, *watchers):
             poller.register(fd, select.POLLIN)
+            registered.add(fd)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -654,11 +763,17 @@ class Worker:
                         kill()
                         return "output_limit"
                     continue
+                if fd not in registered:
+                    continue
                 verdict = watchers[fd]()
                 if verdict == _DONE:
                     return None
                 if verdict == _FORGET:
                     poller.unregister(fd)
+                    registered.discard(fd)
+            for fd in watchers.keys() - registered:
+                poller.register(fd, select.POLLIN)
+                registered.add(fd)
 
     # -- session execution
     def _spawn_holder(self) -> None:
@@ -676,125 +791,202 @@ class Worker:
         self.holder_pid, self.holder_sock = pid, ours
 
     def _exec_session(self, code: str, lim: dict) -> dict:
+        """Run one block of a session. Only what this process observes decides the outcome: the
+        block is over when its runner process has exited (its pidfd), never on a message, which
+        the block's own code could forge; everything but the session's holder is killed after."""
         t0 = time.monotonic()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         body = json.dumps({"code": code, "limits": lim}).encode("utf-8", "surrogatepass")
         sock = self.holder_sock
-        socket.send_fds(sock, [HEADER.pack(len(body))], [out_w, err_w])
-        sock.sendall(body)
+        try:
+            socket.send_fds(sock, [HEADER.pack(len(body))], [out_w, err_w])
+            sock.sendall(body)
+        except OSError:
+            pass  # the holder is gone: no runner is reported, handled below like a broken holder
         os.close(out_w)
         os.close(err_w)
         collector = _Collector(out_r, err_r, lim["max_output_bytes"])
-        state = {"runner": None, "done": None, "exited": None, "lost": False}
-        buf = bytearray()
-        sock.setblocking(False)
+        messages = _HolderMessages(sock)
+        runner = {"pidfd": None}
 
-        def on_message(fd: int) -> bool:
-            try:
-                chunk = sock.recv(4096)
-            except BlockingIOError:
-                return False
-            if not chunk:
-                state["lost"] = True
-                return True
-            buf.extend(chunk)
-            while b"\n" in buf:
-                line, _, rest = bytes(buf).partition(b"\n")
-                buf[:] = rest
+        def on_message() -> str:
+            messages.read()
+            if messages.runner in (os.getpid(), self.holder_pid):
+                messages.runner = None  # not a runner: only a fresh fork of the holder can be one
+            if runner["pidfd"] is None and messages.runner is not None:
                 try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue  # garbage written by the user's code into its own session socket
-                for key in ("runner", "done", "exited"):
-                    if key in msg and isinstance(msg[key], int):
-                        state[key] = msg[key]
-            return state["done"] is not None or state["exited"] is not None
+                    runner["pidfd"] = os.pidfd_open(messages.runner)
+                except OSError:  # already gone (or not a pid of ours): nothing to wait for
+                    return _DONE
+                watchers[runner["pidfd"]] = on_runner_exit  # _supervise polls it from now on
+            if messages.lost:
+                return _DONE if runner["pidfd"] is None else _FORGET
+            return _KEEP
+
+        def on_runner_exit() -> str:
+            return _DONE
 
         def kill():
-            _kill_quiet(state["runner"] if state["runner"] else self.holder_pid)
+            if messages.runner:
+                _kill_quiet(messages.runner)
+            else:
+                _kill_quiet(self.holder_pid)
 
-        watchers = {sock.fileno(): lambda: _DONE if on_message(sock.fileno()) else _KEEP}
+        watchers = {sock.fileno(): on_message}
         killed_for = self._supervise(collector, watchers, lim, kill)
-        if killed_for is not None:  # wait briefly for the holder to report the runner's death
-            end = time.monotonic() + 2.0
-            while state["exited"] is None and state["done"] is None and not state["lost"] and time.monotonic() < end:
-                if select.select([sock], [], [], 0.05)[0]:
-                    on_message(sock.fileno())
-        sock.setblocking(True)
-        note = ""
-        if state["runner"] is None and not state["lost"] and killed_for is None:
-            _kill_quiet(self.holder_pid)  # set-up failed before user code: recycle the worker
-            collector.close()
-            return {"op": "result", "status": "sandbox_error", "recycle": True,
-                    "sandbox_message": "session block set-up failed in the worker"}
-        if state["done"] is not None and killed_for is None:
-            # The runner completed the block: it is the new holder, the old one goes.
-            _kill_quiet(self.holder_pid)
-            self.holder_pid = state["runner"]
-            wait_status = _exit_status_to_wait(state["done"])
-        else:
-            wait_status = state["exited"]
+        # The holder reports the runner's exit status once it has reaped it.
+        end = time.monotonic() + 2.0
+        while messages.exited is None and not messages.lost and time.monotonic() < end:
+            if select.select([sock], [], [], 0.05)[0]:
+                messages.read()
+        if runner["pidfd"] is not None:
+            os.close(runner["pidfd"])
+        old_holder = self.holder_pid
+        completed = (killed_for is None and messages.runner is not None and messages.new_holder is not None
+                     and messages.new_holder not in (old_holder, os.getpid()) and _alive(messages.new_holder))
+        if completed:
+            _kill_quiet(old_holder)
+            self.holder_pid = messages.new_holder
+        wait_status = messages.exited
+        if wait_status is None and messages.done is not None and killed_for is None:
+            wait_status = _exit_status_to_wait(messages.done)
         collector.drain()
         if self.isolated:
             _kill_namespace(keep={self.holder_pid} if _alive(self.holder_pid) else set())
-        elif state["runner"] and state["runner"] != self.holder_pid:
-            # No pid namespace: the runner's process group is all we can reach (unless the runner
-            # is the new holder, which must live).
-            _kill_quiet(-state["runner"])
+        elif messages.runner and messages.runner != self.holder_pid:
+            # No pid namespace: the runner's process group is all we can reach.
+            _kill_quiet(-messages.runner)
         collector.drain()
         collector.close()
-        if not _alive(self.holder_pid):
+        note = ""
+        if messages.runner is None and killed_for is None and not messages.lost:
+            wait_status = None  # the holder never started the block
+        if messages.runner is None or not _alive(self.holder_pid):
+            # No runner ever reported: the holder is broken (killed, or replaced by the code).
+            _kill_quiet(self.holder_pid)
             sock.close()
+            if self.isolated:
+                _kill_namespace(keep=set())
             self._spawn_holder()
-            note = ("\nSessionReset: the session's interpreter process was killed; "
-                    "earlier definitions are lost and later blocks start from a fresh state.\n")
-        result = _result(collector, wait_status, killed_for, lim, t0, session_reset=bool(note))
+            note = ("\nSessionReset: the session's interpreter process was lost; "
+                    "earlier definitions are gone and later blocks start from a fresh state.\n")
+        result = _result(collector, wait_status, killed_for, lim, t0, session_reset=bool(note),
+                         state_advanced=completed and not note)
         result["stderr"] += note
-        if result["status"] == "ok" and note:
+        if result["status"] == "ok" and (note or not completed):
             result["status"] = "error"
         return result
 
 
+class _HolderMessages:
+    """Lines the session's processes send on the holder socket. The block's code can write there
+    too, so they only ever name pids to look at; a bounded buffer keeps garbage harmless."""
+
+    LIMIT = 65536
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.runner: int | None = None
+        self.done: int | None = None
+        self.new_holder: int | None = None
+        self.exited: int | None = None
+        self.lost = False
+        self._buf = bytearray()
+        sock.setblocking(False)
+
+    def read(self) -> None:
+        while True:
+            try:
+                chunk = self.sock.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.lost = True
+                return
+            self._buf += chunk
+            if len(self._buf) > self.LIMIT:
+                del self._buf[:-self.LIMIT // 2]
+            while b"\n" in self._buf:
+                line, _, rest = bytes(self._buf).partition(b"\n")
+                self._buf[:] = rest
+                self._take(line)
+
+    def _take(self, line: bytes) -> None:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(msg, dict):
+            return
+        for key, attr in (("runner", "runner"), ("done", "done"), ("holder", "new_holder"), ("exited", "exited")):
+            value = msg.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31 \
+                    and (attr != "runner" or self.runner is None):  # the first runner report is the holder's
+                setattr(self, attr, value)
+
+
 def _holder_loop(sock: socket.socket, env: dict) -> None:
-    """Hold a session's globals; run each block in a fork that becomes the next holder on success."""
+    """Hold a session's globals. Each block runs in a fork (the runner); when the block's code is
+    done, the runner forks the next holder, single-threaded (threads the code left behind do not
+    survive a fork), and exits; otherwise this holder and its state stay."""
     while True:
-        head, fds, _flags, _addr = socket.recv_fds(sock, HEADER.size, 2)
-        if not head:
+        req, fds = _receive_block(sock)
+        if req is None:
             os._exit(0)
-        while len(head) < HEADER.size:
-            more = sock.recv(HEADER.size - len(head))
-            if not more:
-                os._exit(0)
-            head += more
-        size = HEADER.unpack(head)[0]
-        body = bytearray()
-        while len(body) < size:
-            more = sock.recv(size - len(body))
-            if not more:
-                os._exit(0)
-            body += more
-        req = json.loads(body)
         out_w, err_w = fds
         pid = os.fork()
         if pid == 0:
             try:
-                _enter_child(req["limits"], out_w, err_w, keep_fds={sock.detach(): CHILD_FD_KEEP}, strict=False)
+                _enter_child(req["limits"], out_w, err_w, keep_fds={sock.detach(): CHILD_FD_KEEP}, strict=True)
+                _raise_oom_score()
                 sock = socket.socket(fileno=CHILD_FD_KEEP)
                 sock.sendall(json.dumps({"runner": os.getpid()}).encode() + b"\n")
                 status = _run_user_code(req["code"], env)
-                devnull = os.open("/dev/null", os.O_RDWR)
-                os.dup2(devnull, 1)
-                os.dup2(devnull, 2)
-                sock.sendall(json.dumps({"done": status}).encode() + b"\n")
+                holder = os.fork()
+                if holder == 0:
+                    os.setsid()
+                    devnull = os.open("/dev/null", os.O_RDWR)
+                    os.dup2(devnull, 1)
+                    os.dup2(devnull, 2)
+                    _holder_loop(sock, env)
+                    os._exit(0)
+                sock.sendall(json.dumps({"done": status, "holder": holder}).encode() + b"\n")
             except BaseException:  # noqa: BLE001 - report as a failed block, keep the old holder
                 os._exit(1)
-            _holder_loop(sock, env)  # we are the holder now
-            os._exit(0)
+            os._exit(status)
         os.close(out_w)
         os.close(err_w)
         _, wait_status = os.waitpid(pid, 0)
         sock.sendall(json.dumps({"exited": wait_status}).encode() + b"\n")
+
+
+def _receive_block(sock: socket.socket) -> tuple[dict | None, list[int]]:
+    head, fds, _flags, _addr = socket.recv_fds(sock, HEADER.size, 2)
+    if not head:
+        return None, []
+    while len(head) < HEADER.size:
+        more = sock.recv(HEADER.size - len(head))
+        if not more:
+            return None, []
+        head += more
+    size = HEADER.unpack(head)[0]
+    body = bytearray()
+    while len(body) < size:
+        more = sock.recv(size - len(body))
+        if not more:
+            return None, []
+        body += more
+    return json.loads(body), fds
+
+
+def _raise_oom_score() -> None:
+    """Make this process the memory cgroup's first OOM victim, not the worker."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
 
 
 def _exit_status_to_wait(code: int) -> int:
