@@ -12,29 +12,31 @@ def register(subparsers) -> None:
         description="Evaluate a model on math benchmarks with ToRL's tool-integrated protocol. Defaults follow "
         "ToRL's table: greedy decoding, C = 1 tool call. Rerunning the same command resumes an interrupted eval.",
     )
-    p.add_argument("--model", required=True, help="HF id, local checkpoint, smollm2-135m, or the served model name (--engine openai)")
+    p.add_argument("--model", help="HF id, local checkpoint, smollm2-135m, or the served model name (--engine openai)")
+    p.add_argument("--run", help="a training run directory: its model (last checkpoint, unless --model) with exactly "
+                                 "its task spec (template and stops, C, limits, reward); flags below override a field")
     p.add_argument("--benchmarks", default="aime24,amc23,math500,minerva_math,olympiadbench",
                    help="comma-separated names (local data dir or HF hub) or .jsonl/.parquet/.csv paths")
-    p.add_argument("--max-tool-calls", type=int, default=1, help="C: executed code calls per response (0 = none)")
+    p.add_argument("--max-tool-calls", type=int, help="C: executed code calls per response (0 = none; default 1)")
     p.add_argument("--n", type=int, default=1, help="K samples per problem (K > 1 reports avg@K and pass@K)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-tokens", type=int, default=2048, help="response budget, interpreter tokens included")
+    p.add_argument("--max-tokens", type=int, help="response budget, interpreter tokens included (default 2048)")
     p.add_argument("--engine", choices=("transformers", "vllm", "openai"), default="transformers")
     p.add_argument("--base-url", help="--engine openai: the server's /v1 URL, e.g. http://localhost:8000/v1")
     p.add_argument("--api-key", help="--engine openai: bearer token, if the server wants one")
     p.add_argument("--tokenizer", help="--engine openai: the served model's tokenizer (HF id or path; default: --model)")
     p.add_argument("--limit", type=int, help="only the first N problems of each benchmark")
-    p.add_argument("--template", default="torl", help="prompt template (torl, torl_fewshot, chat, ...)")
+    p.add_argument("--template", help="prompt template (torl, torl_fewshot, chat, ...; default torl)")
     p.add_argument("--out", default=None, help="output dir (default: eval_out/<model name>)")
     p.add_argument("--data-dir", help="dir with <benchmark>.jsonl files (default: $TORL_DATA_DIR or ../shared/data/benchmarks)")
     p.add_argument("--problem-column", help="column holding the problem text (files without a usual name)")
     p.add_argument("--answer-column", help="column holding the gold answer")
-    p.add_argument("--reward-scheme", default="torl")
+    p.add_argument("--reward-scheme", help="torl (+1/-1, default) | binary | torl_exec_penalty")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--concurrency", type=int, default=32, help="samples in flight at once")
     p.add_argument("--sandbox-url", help="use a remote sandbox server instead of the local sandbox")
-    p.add_argument("--exec-timeout", type=float, help="seconds per code call (default: the sandbox's)")
+    p.add_argument("--exec-timeout", type=float, help="seconds per code call (default 10)")
     p.add_argument("--label", help="row name in the results table (default: --model)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -46,9 +48,10 @@ def run(args: argparse.Namespace) -> int:
     from torl.eval.runner import EvalConfig, run_eval
     from torl.eval.summary import print_summary
 
-    out = args.out or str(Path("eval_out") / Path(args.model.rstrip("/")).name)
+    name = args.model or (args.run and Path(args.run.rstrip("/")).name) or "model"
+    out = args.out or str(Path("eval_out") / Path(name.rstrip("/")).name)
     cfg = EvalConfig(
-        model=args.model, benchmarks=[b.strip() for b in args.benchmarks.split(",") if b.strip()], out_dir=out,
+        model=args.model, run=args.run, benchmarks=[b.strip() for b in args.benchmarks.split(",") if b.strip()], out_dir=out,
         engine=args.engine, base_url=args.base_url, api_key=args.api_key, tokenizer=args.tokenizer, template=args.template,
         max_tool_calls=args.max_tool_calls, n=args.n, temperature=args.temperature, top_p=args.top_p,
         max_tokens=args.max_tokens, limit=args.limit, data_dir=args.data_dir, problem_column=args.problem_column,

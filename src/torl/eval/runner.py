@@ -16,37 +16,56 @@ from pathlib import Path
 from torl.cli import UserError
 from torl.eval.benchmarks import load_benchmark, resolve_benchmark
 from torl.eval.store import TrajectoryLog, row_key
+from torl.tir.task import TaskSpec, run_model
 
 TOKEN_LISTS = ("prompt_ids", "completion_ids", "loss_mask", "logprobs")
 
 
 @dataclasses.dataclass
 class EvalConfig:
-    model: str
+    model: str | None                     # None with `run`: the run's last checkpoint
     benchmarks: list[str]
     out_dir: str
     engine: str = "transformers"          # transformers | vllm | openai
     base_url: str | None = None           # engine=openai: the server, e.g. http://localhost:8000/v1
     api_key: str | None = None
     tokenizer: str | None = None          # engine=openai: tokenizer of the served model (default: --model)
-    template: str = "torl"
-    max_tool_calls: int = 1               # C; ToRL's table uses C = 1
+    run: str | None = None                # a training run directory: evaluate with its task spec
+    # Task-spec overrides (None = the run's value, or TaskSpec's default: ToRL's protocol, C = 1).
+    template: str | None = None
+    max_tool_calls: int | None = None
+    max_tokens: int | None = None         # response budget, interpreter tokens included
+    exec_timeout: float | None = None
+    reward_scheme: str | None = None
     n: int = 1                            # samples per problem (K)
     temperature: float = 0.0              # 0 = greedy, ToRL's table
     top_p: float = 1.0
-    max_tokens: int = 2048                # response budget, interpreter tokens included
     limit: int | None = None              # first N problems of each benchmark
     data_dir: str | None = None
     problem_column: str | None = None
     answer_column: str | None = None
-    reward_scheme: str = "torl"
     seed: int = 0
     concurrency: int = 32
     sandbox_url: str | None = None        # a `torl sandbox serve` / SandboxFusion server instead of the local sandbox
-    exec_timeout: float | None = None
     model_label: str | None = None        # the table's row name (default: the model name)
+    task: TaskSpec = dataclasses.field(init=False)
+    task_overrides: dict = dataclasses.field(init=False)
 
     def __post_init__(self):
+        try:
+            base = TaskSpec.load(self.run) if self.run else TaskSpec()
+            self.task, self.task_overrides = base.override(
+                template=self.template, max_tool_calls=self.max_tool_calls, max_response_tokens=self.max_tokens,
+                exec_timeout_s=self.exec_timeout, reward_scheme=self.reward_scheme)
+            if self.model is None:
+                if not self.run:
+                    raise ValueError("name the model to evaluate: --model M, or --run RUN_DIR for a training run's")
+                self.model = run_model(self.run)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        self.template, self.max_tool_calls = self.task.template, self.task.max_tool_calls
+        self.max_tokens, self.exec_timeout = self.task.max_response_tokens, self.task.exec_timeout_s
+        self.reward_scheme = self.task.reward_scheme
         if self.n < 1:
             raise UserError("--n must be >= 1")
         if self.n > 1 and self.temperature <= 0:
@@ -60,6 +79,7 @@ class EvalConfig:
 
     def settings(self) -> dict:
         d = dataclasses.asdict(self)
+        d["task"], d["task_overrides"] = self.task.to_dict(), self.task_overrides
         d["label"] = self.model_label or self.model
         return d
 
@@ -132,12 +152,7 @@ def _default_scorer(cfg: EvalConfig):
 
 
 async def _sample_all(cfg, todo, log: TrajectoryLog, engine_factory, sandbox_factory, scorer, progress) -> None:
-    from torl.tir.templates import get_template
-
-    try:
-        template = get_template(cfg.template)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    template = cfg.task.prompt_template()
     sandbox = engine = None
     try:
         sandbox = await sandbox_factory(cfg) if cfg.max_tool_calls > 0 else None
@@ -153,11 +168,9 @@ async def _sample_all(cfg, todo, log: TrajectoryLog, engine_factory, sandbox_fac
 async def _sample_with(cfg, todo, log: TrajectoryLog, template, engine, sandbox, scorer, progress) -> None:
     from tqdm import tqdm
 
-    from torl.tir.loop import RolloutConfig, rollout
+    from torl.tir.loop import rollout
 
-    rollout_config = RolloutConfig(max_tool_calls=cfg.max_tool_calls, max_response_tokens=cfg.max_tokens,
-                                   temperature=cfg.temperature, top_p=cfg.top_p, logprobs=False,
-                                   exec_timeout=cfg.exec_timeout, on_sandbox_error="mark")
+    rollout_config = cfg.task.rollout_config(temperature=cfg.temperature, top_p=cfg.top_p, logprobs=False)
     prompts: dict[tuple[str, str], list[int]] = {}
     gate = asyncio.Semaphore(cfg.concurrency)
     bar = tqdm(total=len(todo), desc="eval", unit="sample", disable=not progress)

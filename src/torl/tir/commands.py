@@ -10,14 +10,17 @@ import json
 def register(subparsers) -> None:
     p = subparsers.add_parser("rollout", help="run one tool-integrated trajectory and show it",
                               description="Generate one TIR trajectory: reasoning, code, interpreter output, answer.")
-    p.add_argument("--model", default="smollm2-135m", help="HF id, local checkpoint, or smollm2-135m")
+    p.add_argument("--model", default=None, help="HF id, local checkpoint, or smollm2-135m (default; with --run: "
+                                                   "the run's last checkpoint)")
+    p.add_argument("--run", default=None, help="a training run directory: its model and exactly its task spec; "
+                                               "the flags below override single fields")
     p.add_argument("--question", required=True)
     p.add_argument("--answer", default=None, help="gold answer: also print the reward")
     p.add_argument("--engine", default="transformers", choices=["transformers", "vllm", "openai"])
     p.add_argument("--base-url", default=None, help="openai engine: the server's /v1 URL")
-    p.add_argument("--template", default="torl", help="prompt template name (torl, torl_think, torl_fewshot, chat)")
-    p.add_argument("--max-tool-calls", type=int, default=2)
-    p.add_argument("--max-tokens", type=int, default=512, help="response budget, interpreter tokens included")
+    p.add_argument("--template", default=None, help="prompt template name (torl, torl_think, torl_fewshot, chat)")
+    p.add_argument("--max-tool-calls", type=int, default=None, help="C (default 1)")
+    p.add_argument("--max-tokens", type=int, default=None, help="response budget, interpreter tokens included")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -27,15 +30,16 @@ def register(subparsers) -> None:
 
 def run_rollout(args: argparse.Namespace) -> int:
     from torl.cli import UserError
-    from torl.tir.templates import get_template
+    from torl.tir.task import TaskSpec, run_model
 
     try:
-        template = get_template(args.template)
-        if args.max_tool_calls < 0 or args.max_tokens < 1:
-            raise ValueError("--max-tool-calls must be >= 0 and --max-tokens >= 1")
+        base = TaskSpec.load(args.run) if args.run else TaskSpec()
+        task, _ = base.override(template=args.template, max_tool_calls=args.max_tool_calls,
+                                max_response_tokens=args.max_tokens)
+        args.model = args.model or (run_model(args.run) if args.run else "smollm2-135m")
     except ValueError as e:
         raise UserError(str(e)) from None
-    trajectory, reward = asyncio.run(_rollout(args, template))
+    trajectory, reward = asyncio.run(_rollout(args, task))
     if args.json:
         data = trajectory.to_dict()
         if reward is not None:
@@ -47,12 +51,12 @@ def run_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _rollout(args, template):
+async def _rollout(args, task):
     from torl.cli import UserError
     from torl.engines import make_engine
     from torl.engines.models import ModelNotFound
     from torl.sandbox.local import LocalSandbox
-    from torl.tir.loop import RolloutConfig, rollout
+    from torl.tir.loop import rollout
 
     try:
         if args.engine == "openai":
@@ -71,14 +75,12 @@ async def _rollout(args, template):
     except ModelNotFound as e:
         raise UserError(str(e)) from None
     try:
-        prompt = template.encode(args.question, engine.tokenizer)
+        prompt = task.prompt_template().encode(args.question, engine.tokenizer)
     except ValueError as e:
         raise UserError(str(e)) from None
-    config = RolloutConfig(max_tool_calls=args.max_tool_calls, max_response_tokens=args.max_tokens,
-                           temperature=args.temperature, seed=args.seed,
-                           stop_strings=template.stop)
+    config = task.rollout_config(temperature=args.temperature, seed=args.seed)
     async with engine:
-        if args.max_tool_calls:
+        if task.max_tool_calls:
             async with LocalSandbox() as sandbox:
                 trajectory = await rollout(engine, sandbox, prompt, config)
         else:
@@ -87,7 +89,7 @@ async def _rollout(args, template):
     if args.answer is not None:
         from torl.reward import score
 
-        reward = score(trajectory.text, args.answer, calls=trajectory.calls)
+        reward = score(trajectory.text, args.answer, scheme=task.reward_scheme, calls=trajectory.calls)
     return trajectory, reward
 
 

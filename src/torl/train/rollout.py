@@ -28,20 +28,13 @@ class SandboxErrorsExceeded(RuntimeError):
 
 
 class TimedEngine(Engine):
-    """Delegates to an engine, telling the clock when a generate call is in flight.
+    """Delegates to an engine, telling the clock when a generate call is in flight. (Stop strings
+    are the task spec's, applied by the TIR loop, the same in training and evaluation.)"""
 
-    `extra_stop`: stop strings added to every request (a few-shot prompt's next-turn marker, so a
-    small model does not spend its budget inventing the next question). A response ending on one
-    is a final turn for the TIR loop, exactly like EOS.
-    """
-
-    def __init__(self, inner: Engine, clock: ActivityClock, extra_stop: tuple[str, ...] = ()) -> None:
+    def __init__(self, inner: Engine, clock: ActivityClock) -> None:
         self.inner, self.clock, self.tokenizer = inner, clock, inner.tokenizer
-        self.extra_stop = tuple(extra_stop)
 
     async def generate(self, prompt_ids, params: SamplingParams) -> Generation:
-        if self.extra_stop:
-            params = dataclasses.replace(params, stop=tuple(params.stop) + self.extra_stop)
         self.clock.enter("generation")
         try:
             return await self.inner.generate(prompt_ids, params)
@@ -97,10 +90,9 @@ class ToolRolloutFunc:
         max_sandbox_error_ratio: float,
         timings: dict[str, float],
         sync_weights: bool = False,
-        stop_strings: tuple[str, ...] = (),
     ) -> None:
         self.clock = ActivityClock()
-        self.engine = TimedEngine(engine, self.clock, stop_strings)
+        self.engine = TimedEngine(engine, self.clock)
         self.sandbox = None if sandbox is None else TimedSandbox(sandbox, self.clock)
         self.loop = loop
         self.template = template

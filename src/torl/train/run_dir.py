@@ -2,6 +2,7 @@
 
     run_dir/
       config.yaml           the resolved configuration (torl + grpo sections)
+      task_spec.json        how a trajectory is produced and scored (torl.tir.task); `torl eval --run` reads it
       metrics.jsonl         one row per optimizer step (names: METRICS.md)
       samples/step_NNNNNN.jsonl   every sampled response of that step
       checkpoints/checkpoint-N/   TRL/HF checkpoints (model, optimizer, RNG, trainer state)

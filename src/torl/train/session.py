@@ -32,15 +32,16 @@ class TrainingSession:
         from trl import GRPOTrainer
 
         from torl.engines.models import resolve_model
-        from torl.tir.loop import RolloutConfig
-        from torl.tir.templates import get_template
         from torl.train.trainer import StopOnInterrupt, process_rank
 
         cfg, args = self.cfg, self.args
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         self.train_questions, self.heldout = load_questions(cfg, seed=args.seed)
-        self.template = get_template(cfg.template)
+        self.task = task_spec(cfg, args)
+        self.template = self.task.prompt_template()
+        if process_rank() == 0:
+            self.task.save(self.run.root)  # `torl eval --run` evaluates with exactly this protocol
         self.loop = BackgroundLoop("torl-rollout-loop")
         if cfg.max_tool_calls > 0:
             self.sandbox = self.loop.run(_async_make_sandbox(cfg))
@@ -55,24 +56,17 @@ class TrainingSession:
         self.engine, sync = build_engine(choose_engine(cfg.engine), model, tokenizer, model_path, args)
         self.sync_weights = sync
 
-        self.rollout_config = RolloutConfig(
-            max_tool_calls=cfg.max_tool_calls,
-            max_response_tokens=args.max_completion_length,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k if args.top_k and args.top_k > 0 else -1,
-            exec_timeout=cfg.sandbox_timeout_s,
-            exec_memory_mb=cfg.sandbox_memory_mb,
-            on_sandbox_error="mark",
-        )
+        self.rollout_config = self.task.rollout_config(
+            temperature=args.temperature, top_p=args.top_p,
+            top_k=args.top_k if args.top_k and args.top_k > 0 else -1)
         timings: dict[str, float] = {}
         self.rollout_func = ToolRolloutFunc(
             engine=self.engine, sandbox=self.sandbox, loop=self.loop, template=self.template,
             rollout_config=self.rollout_config, max_sandbox_error_ratio=cfg.max_sandbox_error_ratio,
-            timings=timings, sync_weights=sync, stop_strings=tuple(cfg.stop_strings),
+            timings=timings, sync_weights=sync,
         )
         reward = TorlReward(
-            cfg.reward_scheme, timings, self.run.samples if cfg.dump_samples else None,
+            self.task.reward_scheme, timings, self.run.samples if cfg.dump_samples else None,
             render_prompt=lambda q: self.template.render(q, tokenizer),
             rank=process_rank(),
         )
@@ -155,9 +149,18 @@ class TrainingSession:
             config = dataclasses.replace(self.rollout_config, max_response_tokens=budget)
             rollout = self.rollout_func  # the same engine/sandbox wrappers (and stop strings) as training
             return evaluate_heldout(rollout.engine, rollout.sandbox, self.loop, self.template, self.heldout,
-                                    config, self.cfg.reward_scheme, out)
+                                    config, self.task.reward_scheme, out)
         finally:
             model.train(was_training)
+
+
+def task_spec(cfg, args):
+    """The run's task spec from its training config (the one place the two are mapped)."""
+    from torl.tir.task import TaskSpec
+
+    return TaskSpec(template=cfg.template, max_tool_calls=cfg.max_tool_calls, extra_stop=tuple(cfg.stop_strings),
+                    max_response_tokens=args.max_completion_length, exec_timeout_s=cfg.sandbox_timeout_s,
+                    exec_memory_mb=cfg.sandbox_memory_mb, reward_scheme=cfg.reward_scheme)
 
 
 async def _async_make_sandbox(cfg):
