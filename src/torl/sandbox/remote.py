@@ -7,20 +7,27 @@ mapped back from its own fields and sessions raise `SessionsNotSupported`.
 
 Infrastructure failures (connection refused, HTTP 5xx, the HTTP call itself timing out) are
 retried a bounded number of times and then reported as `ExecStatus.SANDBOX_ERROR`, never as an
-error of the code: training must not learn from a dead server.
+error of the code: training must not learn from a dead server. A refused token (HTTP 401) raises
+`SandboxUnavailable`: retrying cannot fix it.
+
+`stdin`, `files` and `fetch_files` travel as SandboxFusion sends them (file contents in base64).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
+import os
 import time
+from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
 import httpx
 
 from torl.sandbox.base import InvalidCode, Sandbox, SandboxUnavailable, UnknownSession
 from torl.sandbox.result import ExecResult, ExecStatus
+from torl.sandbox.server import TOKEN_ENV
 
 HEALTH_SNIPPET = "print(6 * 7)"
 
@@ -48,6 +55,8 @@ class RemoteSandbox(Sandbox):
             retried on any such failure; session runs only when the request never reached the
             server (a retried session block could otherwise run twice).
         retry_backoff_s: first pause between attempts; doubles each time.
+        token: sent as `Authorization: Bearer <token>` (the server's `--token`); None = the
+            TORL_SANDBOX_TOKEN environment variable, if set.
         transport: an `httpx` transport to use instead of the network (for tests).
     """
 
@@ -62,6 +71,7 @@ class RemoteSandbox(Sandbox):
         max_connections: int = 256,
         retries: int = 2,
         retry_backoff_s: float = 0.5,
+        token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
@@ -77,6 +87,7 @@ class RemoteSandbox(Sandbox):
         self.max_connections = max_connections
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
+        self._token = (os.environ.get(TOKEN_ENV) if token is None else token) or None
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
@@ -90,6 +101,9 @@ class RemoteSandbox(Sandbox):
         timeout: float | None = None,
         memory_mb: int | None = None,
         session: str | None = None,
+        stdin: str | None = None,
+        files: Mapping[str, bytes] | None = None,
+        fetch_files: Sequence[str] = (),
     ) -> ExecResult:
         timeout = self.timeout if timeout is None else timeout
         memory_mb = self.memory_mb if memory_mb is None else memory_mb
@@ -101,6 +115,8 @@ class RemoteSandbox(Sandbox):
             "run_timeout": timeout,
             "memory_limit_MB": -1 if memory_mb is None else memory_mb,
         }
+        # Only what is used goes on the wire: a plain request stays the plain SandboxFusion one.
+        payload.update(_io_fields(stdin, files, fetch_files))
         path = "/run_code" if session is None else f"/torl/sessions/{quote(session, safe='')}/run_code"
         started = time.monotonic()
         try:
@@ -117,6 +133,8 @@ class RemoteSandbox(Sandbox):
             except (ValueError, KeyError, TypeError) as e:
                 return _sandbox_error(f"unreadable response from {self.url}{path}: {e}", started)
         detail = _error_detail(response)
+        if response.status_code == 401:
+            raise SandboxUnavailable(self._unauthorized_message())
         if response.status_code == 404:
             if _torl_error(response) == "unknown_session":
                 raise UnknownSession(detail)
@@ -189,6 +207,7 @@ class RemoteSandbox(Sandbox):
                 # we drop an idle connection before the server does, not while sending on it.
                 limits=httpx.Limits(max_connections=self.max_connections,
                                     max_keepalive_connections=self.max_connections, keepalive_expiry=4.0),
+                headers={"Authorization": f"Bearer {self._token}"} if self._token else None,
             )
             self._client_loop = loop
         return self._client
@@ -228,7 +247,7 @@ class RemoteSandbox(Sandbox):
     async def _checked(self, method: str, path: str) -> httpx.Response:
         """Control-plane call (sessions, health): unreachable server -> SandboxUnavailable."""
         try:
-            return await self._request(
+            response = await self._request(
                 method, path, read_timeout=self.timeout + self.timeout_margin_s,
                 idempotent=method != "POST",
             )
@@ -236,6 +255,14 @@ class RemoteSandbox(Sandbox):
             raise SandboxUnavailable(
                 f"{e}. Is the server running? Start one with `torl sandbox serve` or fix the URL."
             ) from None
+        if response.status_code == 401:
+            raise SandboxUnavailable(self._unauthorized_message())
+        return response
+
+    def _unauthorized_message(self) -> str:
+        sent = "refused our token" if self._token else "wants a token and we sent none"
+        return (f"remote sandbox {self.url} {sent} (HTTP 401): pass token= or set {TOKEN_ENV} "
+                "to the server's --token")
 
     def _no_sessions_message(self) -> str:
         return (
@@ -254,6 +281,12 @@ def result_from_response(body: dict) -> ExecResult:
     `SandboxError` -> SANDBOX_ERROR, `TimeLimitExceeded` -> TIMEOUT, a non-zero exit ending in
     `MemoryError` -> MEMORY, any other non-zero exit -> ERROR.
     """
+    result = _result_without_files(body)
+    result.files = _decode_files(body.get("files"))
+    return result
+
+
+def _result_without_files(body: dict) -> ExecResult:
     run = body.get("run_result") or {}
     stdout, stderr = run.get("stdout") or "", run.get("stderr") or ""
     extra = body.get("torl")
@@ -289,6 +322,45 @@ def result_from_response(body: dict) -> ExecResult:
     return ExecResult(result_status, stdout, stderr, exit_code, duration)
 
 
+def _decode_files(files: object) -> dict[str, bytes]:
+    if not files:
+        return {}
+    if not isinstance(files, dict):
+        raise TypeError(f"`files` must be an object {{path: base64}}, got {type(files).__name__}")
+    return {str(path): base64.b64decode(content, validate=True) for path, content in files.items()}
+
+
+def _io_fields(stdin: str | None, files: Mapping[str, bytes] | None, fetch_files: Sequence[str]) -> dict:
+    """The request's stdin/files/fetch_files fields, checked; InvalidCode names a bad one."""
+    fields: dict = {}
+    if stdin is not None:
+        if not isinstance(stdin, str):
+            raise InvalidCode(f"stdin must be a str (or None), got {type(stdin).__name__}")
+        try:
+            stdin.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidCode(f"stdin is not valid UTF-8 ({e.reason} at index {e.start}); fix the text") from None
+        fields["stdin"] = stdin
+    if files:
+        if not isinstance(files, Mapping):
+            raise InvalidCode(f"files must be a mapping {{path: bytes}}, got {type(files).__name__}")
+        encoded = {}
+        for path, content in files.items():
+            if not isinstance(path, str) or not isinstance(content, (bytes, bytearray, memoryview)):
+                raise InvalidCode(f"files must map str paths to bytes, got {type(path).__name__}: "
+                                  f"{type(content).__name__} (encode text first)")
+            encoded[path] = base64.b64encode(content).decode("ascii")
+        fields["files"] = encoded
+    if isinstance(fetch_files, str):  # a lone path would be sent as one path per character
+        raise InvalidCode(f"fetch_files must be a sequence of paths, got the str {fetch_files[:100]!r}: wrap it "
+                          "in a list")
+    if fetch_files:
+        if not all(isinstance(path, str) for path in fetch_files):
+            raise InvalidCode("fetch_files must hold str paths only")
+        fields["fetch_files"] = list(fetch_files)
+    return fields
+
+
 def _last_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[-1] if lines else ""
@@ -309,8 +381,15 @@ def _check_code(code: str) -> None:
         raise InvalidCode(f"code is not valid UTF-8 ({e.reason} at index {e.start}); fix the text") from None
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (10**400)
+        return False
+
+
 def _check_limits(timeout: float, memory_mb: int | None) -> None:
-    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+    if not (isinstance(timeout, (int, float)) and _finite(timeout) and timeout > 0):
         raise InvalidCode(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
     if memory_mb is not None and not (isinstance(memory_mb, int) and memory_mb > 0):
         raise InvalidCode(f"memory_mb must be a positive integer (or None), got {memory_mb!r}")
