@@ -1,5 +1,5 @@
-"""Equivalence checking: accuracy on the labelled corpus, agreement on benchmark golds,
-deadlines on pathological inputs, worker kill/replace, and thread/asyncio safety."""
+"""Equivalence checking: agreement on benchmark golds, deadlines on pathological inputs, worker
+kill/replace, and thread/asyncio safety (accuracy on the labelled corpora: test_reward_corpus.py)."""
 
 import asyncio
 import json
@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from torl.reward import VerifierPool, can_parse, check, extract_answer, is_equivalent, score
-from torl.reward.grader_eval import evaluate, load_corpus
+from torl.reward import (
+    VerifierPool,
+    can_parse,
+    check,
+    extract_answer,
+    is_equivalent,
+    score,
+)
+from torl.reward.grader_eval import load_corpus
 
 CORPUS = Path(__file__).parent / "data" / "verifier_corpus.jsonl"
 
@@ -27,26 +34,10 @@ UNPARSEABLE_BUDGET = {
 }
 
 
-def test_corpus_is_big_and_balanced():
-    rows = load_corpus(CORPUS)
-    assert len(rows) >= 200
-    labels = [r["equivalent"] for r in rows]
-    assert labels.count(True) >= 50 and labels.count(False) >= 50
-    assert len({r["type"] for r in rows}) >= 15
-
-
-def test_corpus_accuracy_beats_baselines():
-    report = evaluate(load_corpus(CORPUS))
-    print("\n" + "\n".join(f"{name:>20}: {r['accuracy']:.3f}" for name, r in report.items()))
-    torl = report["torl"]
-    assert torl["accuracy"] >= 0.97, [(m["gold"], m["response"][-60:]) for m in torl["mistakes"]]
-    assert torl["accuracy"] >= report["math_verify_default"]["accuracy"]
-    assert torl["accuracy"] > report["string_match"]["accuracy"]
-
-
 @pytest.mark.parametrize("name", sorted(UNPARSEABLE_BUDGET))
 def test_benchmark_golds_agree_with_themselves(shared_data, name):
-    golds = [json.loads(line)["answer"] for line in open(shared_data / "benchmarks" / f"{name}.jsonl")]
+    lines = (shared_data / "benchmarks" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+    golds = [json.loads(line)["answer"] for line in lines if line.strip()]
     with ThreadPoolExecutor(4) as ex:
         agree = list(ex.map(lambda g: score("\\boxed{" + g + "}", g, timeout_s=30).correct, golds))
         parses = list(ex.map(lambda g: can_parse(g, timeout_s=30), golds))
@@ -77,6 +68,27 @@ def test_pathological_inputs_time_out_within_the_deadline():
         assert verdict.timed_out, (answer[:30], verdict)
         assert took < deadline + 5.0  # generous slack for a loaded CI box; bench/ measures it tightly
     assert is_equivalent("\\frac{1}{2}", "0.5")  # pool still serves normal checks
+
+
+# Inputs aimed at the answer-part, piecewise, unit and degree readings (bench/verify.py has them
+# too): each must come back within the deadline, whether it times out or not.
+READING_STRESS = [
+    "\\boxed{2}, " * 5000,
+    "\\begin{cases}" * 3000,
+    "\\" * 60000 + "x",
+    "1 " + "a" * 60000,
+    "\\sin " + "30^\\circ+" * 5000,
+]
+
+
+def test_reading_stress_inputs_return_within_the_deadline():
+    deadline = 1.0
+    check("1", "1")
+    for answer in READING_STRESS:
+        started = time.monotonic()
+        verdict = check("1", answer, timeout_s=deadline)
+        assert not verdict.equivalent, answer[:30]
+        assert time.monotonic() - started < deadline + 5.0
 
 
 def test_worker_wedged_in_c_is_killed_and_replaced():

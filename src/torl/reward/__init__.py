@@ -1,8 +1,10 @@
 """Answer extraction, equivalence checking (math-verify, hang-proof) and reward schemes.
 
     extract_answer(text)            final answer of a response (last box outside code blocks)
-    extract_boxed(text)             last box of any text (gold answers from dataset solutions)
-    check(gold, pred) -> Verdict    equivalence with parsed forms and reason, under a deadline
+    extract_boxed(text)             boxed answer of any text (gold answers from dataset solutions):
+                                    the last box, or a final run of boxes joined (`1, -2`)
+    check(gold, pred) -> Verdict    equivalence with parsed forms and reason, under a deadline;
+                                    either side may be written in several boxes (its parts)
     is_equivalent(gold, pred)       just the bool
     can_parse(answer)               whether a gold answer is checkable at all
     score(text, gold, scheme)       RewardResult(reward, correct, extracted, reason)
@@ -14,7 +16,12 @@ Nothing here imports sympy in the caller's process: checks run in warm worker pr
 from __future__ import annotations
 
 from torl.reward.extract import extract_answer, extract_boxed, strip_code_blocks
-from torl.reward.pool import DEFAULT_TIMEOUT_S, VerifierPool, VerifierUnavailable, default_pool
+from torl.reward.pool import (
+    DEFAULT_TIMEOUT_S,
+    VerifierPool,
+    VerifierUnavailable,
+    default_pool,
+)
 from torl.reward.schemes import (
     REWARD_SCHEMES,
     RewardResult,

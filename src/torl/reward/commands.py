@@ -23,14 +23,15 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from torl.cli import UserError
-    from torl.reward import DEFAULT_TIMEOUT_S, VerifierUnavailable, check, extract_answer
+    from torl.reward import DEFAULT_TIMEOUT_S, VerifierUnavailable, check
+    from torl.reward.extract import extract_graded_answer
 
     timeout_s = DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
     if not timeout_s > 0:
         raise UserError(f"--timeout must be > 0 seconds, got {timeout_s}")
     if not args.gold.strip():
         raise UserError("GOLD is empty; pass the reference answer, e.g. torl verify 3 'x=3'")
-    predicted = extract_answer(args.predicted) if args.response else args.predicted
+    predicted = extract_graded_answer(args.predicted) if args.response else args.predicted  # as `score` does
     if predicted is None:
         result = {"equivalent": False, "timed_out": False, "extracted": None, "gold_parsed": "",
                   "pred_parsed": "", "reason": "no \\boxed{} answer outside code blocks in the response"}

@@ -3,8 +3,16 @@
 math-verify already handles fractions, `\\dfrac`, `\\sqrt`, degrees, percentages, most units,
 intervals, sets, matrices and `x = 3`. What is added here:
 
-- wrappers and nits: `$...$`, `\\(...\\)`, an outer `\\boxed{}`, a sentence's trailing period,
-  `4.` / `-1./3` (a bare decimal point), thin spaces, `1{,}000`, `\\$` signs, number words;
+- wrappers and nits: math delimiters (`$...$`, `\\(...\\)`; an answer written as several spans,
+  `$21,16$ or $11$`, keeps what they hold), an outer `\\boxed{}`, a sentence's trailing period,
+  `4.` / `-1./3` (a bare decimal point), thin spaces, `1{,}000`, `\\$` signs, number words, a
+  stray trailing backslash (`185\\`);
+- LaTeX is read as tokens: `\\\\` (a row break) is one token, so `\\\\ 3` in a matrix is a row
+  break before 3, never a thin space `\\ ` that would merge the rows;
+- readings math-verify gets wrong: upright `\\mathrm{e}` / `\\mathrm{i}` are e and i (math-verify
+  0.9 truncates `\\frac{1}{\\mathrm{e}}`); degrees inside a trig function are an angle
+  (`\\sin(90^{\\circ}-x)` is `\\cos x`; elsewhere `45^\\circ` stays 45); scientific notation
+  (`1e2`, `2.5 \\times 10^{-3}`) becomes a plain decimal; a mixed number `1 1/2` is `1\\frac{1}{2}`;
 - multiple-choice letters: when the gold is a letter (A-E, or a comma list of them) the
   prediction's leading choice letter is compared, so `\\textbf{(C)}\\ 12` matches `C`;
 - plain-text answers (names, days, yes/no): math-verify would read `Evelyn` as the product
@@ -17,9 +25,19 @@ import decimal
 import re
 
 _TEXT_COMMANDS = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox|emph|texttt)\s*\{([^{}]*)\}")
-_OUTER_MATH = [("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")]
-_THIN_SPACES = re.compile(r"\\[!,;: ]|~")
-_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+# LaTeX tokens that matter to the clean-up, scanned left to right so an escape is read once:
+# `\\` (row break) and `\$` (a dollar sign) are kept (group 1); a negative thin space `\!`
+# goes with the spaces after it (`16,\! 386` is 16386: the usual thousands separator); math
+# delimiters (a bare answer's carry no meaning) and thin spaces become spaces.
+_LATEX_TOKEN = re.compile(r"(\\\\|\\\$)|(\\!\s*)|\$\$?|\\[()\[\]]|\\[,;: ]|~")
+# Upright e and i are Euler's number and the imaginary unit (ISO 80000-2); other upright letters
+# are units (`5\\,\\mathrm{m}`), left to math-verify's unit handling.
+_UPRIGHT_CONSTANT = re.compile(r"\\(?:mathrm|textrm|text|rm|operatorname)\s*\{\s*([ei])\s*\}")
+_TRIG = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![A-Za-z])")
+_DEGREES = re.compile(r"(\d+(?:\.\d+)?|(?<![\\A-Za-z])[A-Za-z])\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°)")
+_TIMES_TEN = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|×)\s*10\s*\^\s*\{?\s*([+-]?\d{1,3})\s*\}?")
+_MIXED_NUMBER = re.compile(r"(-?\d+)\s+(\d+)\s*/\s*(\d+)")
+_THOUSANDS = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")  # `0,111` is a decimal comma
 _BARE_DECIMAL_POINT = re.compile(r"(\d)\.(?![\d.])")
 _SCIENTIFIC = re.compile(r"-?\d+(?:\.\d+)?[eE][+-]?\d{1,3}")
 _DIGIT_I = re.compile(r"(\d)i(?![A-Za-z])")
@@ -27,8 +45,11 @@ _DIGIT_I = re.compile(r"(\d)i(?![A-Za-z])")
 _NUMBER_WORDS = {
     w: str(i)
     for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+        [
+            "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+            "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+            "eighteen", "nineteen", "twenty",
+        ]
     )
 }
 # Short words that are answers, not products of variables (`no` is not n*o).
@@ -57,25 +78,51 @@ def _balanced(s: str) -> bool:
     return depth == 0
 
 
+def _latex_token(m: re.Match) -> str:
+    if m.group(2):
+        return ""
+    return m.group(1) or " "
+
+
+def _plain_decimal(number: str) -> str:
+    return format(decimal.Decimal(number).normalize(), "f")
+
+
+def _degrees_as_angle(m: re.Match) -> str:
+    return f"(\\frac{{{m.group(1)}\\pi}}{{180}})"
+
+
+def _mixed_number(s: str) -> str:
+    m = _MIXED_NUMBER.fullmatch(s)
+    if m is None or int(m.group(2)) >= int(m.group(3)):  # `2 3/2` is not a mixed number
+        return s
+    return f"{m.group(1)}\\frac{{{m.group(2)}}}{{{m.group(3)}}}"  # math-verify: 1\frac{1}{2} is 3/2
+
+
 def clean_answer(answer: str) -> str:
     """The answer without math delimiters, box, trailing period, thin spaces and similar nits."""
-    s = answer.strip()
-    for _ in range(3):  # wrappers can nest: $\boxed{...}$
+    s = _LATEX_TOKEN.sub(_latex_token, answer).strip()
+    for _ in range(3):  # wrappers can nest: \boxed{...}.
         before = s
-        for left, right in _OUTER_MATH:
-            if s.startswith(left) and s.endswith(right) and len(s) > len(left) + len(right):
-                s = s[len(left):-len(right)].strip()
         s = _unwrap_box(s)
         s = s.rstrip(".").strip() if not s.endswith("..") else s
+        s = s.rstrip("\\").strip()
         if s == before:
             break
-    s = _THIN_SPACES.sub(" ", s).replace("{,}", ",").replace("\\$", "").strip()
+    s = s.replace("{,}", ",").replace("\\$", "").strip()
     s = re.sub(r"^\\(?:d|t)?frac", r"\\frac", s)
+    s = _UPRIGHT_CONSTANT.sub(r"\1", s)
     if _THOUSANDS.fullmatch(s):
         s = s.replace(",", "")
     s = _BARE_DECIMAL_POINT.sub(r"\1", s)
     if _SCIENTIFIC.fullmatch(s):  # 1e2 -> 100 (LaTeX parsers read `e` as Euler's number)
-        s = format(decimal.Decimal(s).normalize(), "f")
+        s = _plain_decimal(s)
+    times_ten = _TIMES_TEN.fullmatch(s)
+    if times_ten:  # math-verify compares 2.5/10**3 with 1/400 symbolically and misses
+        s = _plain_decimal("{}e{}".format(*times_ten.groups()))
+    s = _mixed_number(s)
+    if _TRIG.search(s):
+        s = _DEGREES.sub(_degrees_as_angle, s)
     s = s.replace("\\varnothing", "\\emptyset")
     # `2i` is an imaginary number; math-verify only treats `i` as imaginary when it stands alone.
     s = _DIGIT_I.sub(r"\1\\cdot i", s)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from torl.reward.extract import extract_answer
+from torl.reward.extract import extract_graded_answer
 from torl.reward.pool import DEFAULT_TIMEOUT_S, default_pool
 
 _PASSED = "ok"
@@ -111,13 +111,14 @@ def score(response_text: str, gold: str, scheme: str = "torl", *, calls: Iterabl
           timeout_s: float = DEFAULT_TIMEOUT_S) -> RewardResult:
     """Grade a response against the gold answer and turn the outcome into a reward.
 
-    The answer is the last `\\boxed{}` outside code blocks (`extract_answer`, no fallbacks:
-    training rewards the format). `calls` (the trajectory's tool calls) matters only to
-    `torl_exec_penalty`; None means no code ran.
+    The answer is the last `\\boxed{}` outside code blocks (`extract_graded_answer`, no
+    fallbacks: training rewards the format); a final run of several boxes (`\\boxed{(2, 2)} and
+    \\boxed{(6, 2)}`) is compared part by part when the gold has several parts. `calls` (the
+    trajectory's tool calls) matters only to `torl_exec_penalty`; None means no code ran.
     """
     chosen = get_scheme(scheme)
     failed = count_failed_calls(calls) if chosen.failed_code_penalty else 0
-    extracted = extract_answer(response_text)
+    extracted = extract_graded_answer(response_text)
     if extracted is None:
         correct, reason = False, "no_answer"
     else:
