@@ -83,15 +83,10 @@ eval_before_after: false
 report_to: [tensorboard]
 seed: 0
 """)
-    import torl.train.session as session
-
-    original = session.build_engine
-    session.build_engine = lambda kind, model, tokenizer, path, args: (
-        ScriptedEngine(tokenizer, ["```python\nprint(2 * 3)\n```\n```output", "\\boxed{6}"]), False)
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("torl.train.session.build_engine", lambda kind, model, tokenizer, path, args: (
+            ScriptedEngine(tokenizer, ["```python\nprint(2 * 3)\n```\n```output", "\\boxed{6}"]), False))
         assert run_training(*parse_train_args(["--config", str(recipe)])) == 0
-    finally:
-        session.build_engine = original
     return root / "run"
 
 

@@ -52,6 +52,10 @@ class EvalConfig:
     task_overrides: dict = dataclasses.field(init=False)
 
     def __post_init__(self):
+        if self.max_tool_calls is not None and self.max_tool_calls < 0:
+            raise UserError("--max-tool-calls must be >= 0 (0 = no code execution)")
+        if (self.max_tokens is not None and self.max_tokens < 1) or self.concurrency < 1:
+            raise UserError("--max-tokens and --concurrency must be >= 1")
         try:
             base = TaskSpec.load(self.run) if self.run else TaskSpec()
             self.task, self.task_overrides = base.override(
@@ -63,23 +67,20 @@ class EvalConfig:
                 self.model = run_model(self.run)
         except ValueError as e:
             raise UserError(str(e)) from None
-        self.template, self.max_tool_calls = self.task.template, self.task.max_tool_calls
-        self.max_tokens, self.exec_timeout = self.task.max_response_tokens, self.task.exec_timeout_s
-        self.reward_scheme = self.task.reward_scheme
         if self.n < 1:
             raise UserError("--n must be >= 1")
         if self.n > 1 and self.temperature <= 0:
             raise UserError("--n > 1 with greedy decoding repeats one sample; set --temperature > 0 (e.g. 0.6)")
-        if self.max_tool_calls < 0:
-            raise UserError("--max-tool-calls must be >= 0 (0 = no code execution)")
-        if self.max_tokens < 1 or self.concurrency < 1:
-            raise UserError("--max-tokens and --concurrency must be >= 1")
         if not self.benchmarks:
             raise UserError("--benchmarks is empty; name at least one benchmark")
 
     def settings(self) -> dict:
+        """What the results record: the flat keys tables and resume checks read come from the task."""
         d = dataclasses.asdict(self)
-        d["task"], d["task_overrides"] = self.task.to_dict(), self.task_overrides
+        task = self.task
+        d.update(template=task.template, max_tool_calls=task.max_tool_calls, max_tokens=task.max_response_tokens,
+                 exec_timeout=task.exec_timeout_s, reward_scheme=task.reward_scheme)
+        d["task"], d["task_overrides"] = task.to_dict(), self.task_overrides
         d["label"] = self.model_label or self.model
         return d
 
@@ -146,7 +147,7 @@ def _default_scorer(cfg: EvalConfig):
     from torl.reward import score
 
     def scorer(text: str, gold: str, calls: list[dict]):
-        return score(text, gold, scheme=cfg.reward_scheme, calls=calls)
+        return score(text, gold, scheme=cfg.task.reward_scheme, calls=calls)
 
     return scorer
 
@@ -155,7 +156,7 @@ async def _sample_all(cfg, todo, log: TrajectoryLog, engine_factory, sandbox_fac
     template = cfg.task.prompt_template()
     sandbox = engine = None
     try:
-        sandbox = await sandbox_factory(cfg) if cfg.max_tool_calls > 0 else None
+        sandbox = await sandbox_factory(cfg) if cfg.task.max_tool_calls > 0 else None
         engine = await engine_factory(cfg)
         await _sample_with(cfg, todo, log, template, engine, sandbox, scorer, progress)
     finally:

@@ -154,10 +154,10 @@ def available() -> dict[str, bool]:
     return {c: _find(c) is not None for c in ("pids", "memory")}
 
 
-def create(name: str, *, max_pids: int, controllers: tuple[str, ...] = ("pids", "memory")) -> WorkerCgroups:
-    """Create the worker's cgroups under every controller that is available; record the rest."""
+def create(name: str, *, max_pids: int) -> WorkerCgroups:
+    """Create the worker's pids and memory cgroups where available; record the missing ones."""
     dirs, v2, missing = {}, {}, []
-    for controller in controllers:
+    for controller in ("pids", "memory"):
         hierarchy = _find(controller)
         if hierarchy is None:
             missing.append(controller)

@@ -96,30 +96,16 @@ class SandboxConfig:
         return code
 
     def check_io(self, stdin: object, files: object, fetch_files: object) -> dict:
-        """The request fields for a run's stdin and files (empty ones left out), or InvalidCode."""
-        fields: dict = {}
-        if stdin is not None:
-            if not isinstance(stdin, str):
-                raise InvalidCode(f"stdin must be str, got {type(stdin).__name__}")
-            fields["stdin"] = self.check_code(stdin) if stdin else ""
-        if files:
-            if not isinstance(files, Mapping):
-                raise InvalidCode(f"files must map relative paths to bytes, got {type(files).__name__}")
-            total = 0
-            encoded = {}
-            for path, data in files.items():
-                if not isinstance(data, (bytes, bytearray)):
-                    raise InvalidCode(f"files[{path!r}] must be bytes, got {type(data).__name__}")
-                total += len(data)
-                encoded[check_relative_path(path)] = base64.b64encode(data).decode("ascii")
+        """`encode_io`'s fields, within this sandbox's limits; InvalidCode otherwise."""
+        fields = encode_io(stdin, files, fetch_files)
+        if fields.get("stdin"):
+            self.check_code(fields["stdin"])  # the same bounds as code: no NUL, at most max_code_bytes
+        if "files" in fields:
+            total = sum(len(data) for data in files.values())
             if total > self.max_file_size_mb * 2**20:
                 raise InvalidCode(f"files hold {total} bytes, over the limit of {self.max_file_size_mb} MB "
                                   "(SandboxConfig.max_file_size_mb)")
-            fields["files"] = encoded
-        if fetch_files:
-            if isinstance(fetch_files, (str, bytes)) or not isinstance(fetch_files, Sequence):
-                raise InvalidCode("fetch_files must be a list of relative paths")
-            fields["fetch_files"] = [check_relative_path(p) for p in fetch_files]
+        if "fetch_files" in fields:
             fields["max_fetch_bytes"] = self.max_fetch_bytes
         return fields
 
@@ -128,6 +114,39 @@ class SandboxConfig:
         return {"max_output_bytes": self.max_output_bytes, "max_processes": self.max_processes,
                 "max_open_files": self.max_open_files, "max_file_size_mb": self.max_file_size_mb,
                 "max_timeout_s": self.max_timeout_s, "max_memory_mb": self.max_memory_mb}
+
+
+def encode_io(stdin: object, files: object, fetch_files: object) -> dict:
+    """A run's stdin, input files and files to fetch as request fields (files base64-encoded,
+    paths normalized, empty ones left out); InvalidCode names the first bad one. Shared by the
+    local sandbox and the remote client, so both refuse the same requests in the same words."""
+    fields: dict = {}
+    if stdin is not None:
+        if not isinstance(stdin, str):
+            raise InvalidCode(f"stdin must be a str (or None), got {type(stdin).__name__}")
+        try:
+            stdin.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidCode(f"stdin is not valid UTF-8 ({e.reason} at index {e.start}); fix the text") from None
+        fields["stdin"] = stdin
+    if files:
+        if not isinstance(files, Mapping):
+            raise InvalidCode(f"files must be a mapping {{path: bytes}}, got {type(files).__name__}")
+        encoded = {}
+        for path, content in files.items():
+            if not isinstance(path, str) or not isinstance(content, (bytes, bytearray, memoryview)):
+                raise InvalidCode(f"files must map str paths to bytes, got {type(path).__name__}: "
+                                  f"{type(content).__name__} (encode text first)")
+            encoded[check_relative_path(path)] = base64.b64encode(content).decode("ascii")
+        fields["files"] = encoded
+    if isinstance(fetch_files, (str, bytes)):  # a lone path would be sent as one path per character
+        raise InvalidCode(f"fetch_files must be a sequence of paths, got the {type(fetch_files).__name__} "
+                          f"{fetch_files[:100]!r}: wrap it in a list")
+    if fetch_files:
+        if not isinstance(fetch_files, Sequence) or not all(isinstance(path, str) for path in fetch_files):
+            raise InvalidCode("fetch_files must be a sequence of str paths")
+        fields["fetch_files"] = [check_relative_path(path) for path in fetch_files]
+    return fields
 
 
 def check_relative_path(path: object) -> str:

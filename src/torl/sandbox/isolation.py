@@ -163,16 +163,16 @@ def worker_host_uid() -> int:
 
 # Mount-namespace plumbing for the preexec step (raw libc: no Python wrapper in 3.11).
 _CLONE_NEWNS = 0x00020000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
+_MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
 _KEYCTL_JOIN_SESSION_KEYRING = 1
 _SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}
 STAGE = "/tmp"  # in the worker's own mount namespace only: a private tmpfs is mounted there
 
 
-def _libc():
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-    return libc
+# Loaded here, in the parent: the preexec step runs between fork and exec, where loading a
+# library (dlopen takes locks another thread may hold) is not safe.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 
 
 def _check(ret: int, what: str) -> None:
@@ -197,13 +197,12 @@ class Launch:
             self.cgroups.enter()
         if self.host_uid is None:
             return
-        libc = _libc()
-        _check(libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-        _check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "make / private")
+        _check(_LIBC.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        _check(_LIBC.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "make / private")
         # Open what is to be staged *before* the stage hides /tmp, and in this namespace (a bind
         # source must belong to the caller's mount namespace).
         fds = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in self.stage}
-        _check(libc.mount(b"torl-stage", STAGE.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=755,size=64k"),
+        _check(_LIBC.mount(b"torl-stage", STAGE.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=755,size=64k"),
                "mount the stage")
         for path, fd in fds.items():
             target = self.stage[path]
@@ -211,7 +210,7 @@ class Launch:
                 os.mkdir(target)
             else:
                 os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
-            _check(libc.mount(f"/proc/self/fd/{fd}".encode(), target.encode(), None, _MS_BIND, None),
+            _check(_LIBC.mount(f"/proc/self/fd/{fd}".encode(), target.encode(), None, _MS_BIND, None),
                    f"stage {path}")
             os.close(fd)
         os.setgroups([])
@@ -221,19 +220,17 @@ class Launch:
         # possesses a keyring may read and change it whatever its uid.
         number = _SYS_KEYCTL.get(os.uname().machine)
         if number is not None:
-            libc.syscall(number, _KEYCTL_JOIN_SESSION_KEYRING, None)
+            _LIBC.syscall(number, _KEYCTL_JOIN_SESSION_KEYRING, None)
 
 
-def worker_launch(bwrap: str, *, scratch_mb: int, max_processes: int, name: str, drop_privileges: bool,
-                  memory_cgroup: bool = True) -> Launch:
+def worker_launch(bwrap: str, *, scratch_mb: int, max_processes: int, name: str, drop_privileges: bool) -> Launch:
     """Build the launch of one isolated worker. Raises IsolationError when it cannot be confined."""
     host_uid = worker_host_uid() if drop_privileges else None
     groups = None
     if running_as_root():
         # +4: the bwrap monitor, the zygote, slack for the zygote's own fork.
         try:
-            groups = cgroups_mod.create(name, max_pids=max_processes + 4,
-                                        controllers=("pids", "memory") if memory_cgroup else ("pids",))
+            groups = cgroups_mod.create(name, max_pids=max_processes + 4)
         except cgroups_mod.CgroupError as e:
             raise IsolationError(str(e)) from None
         if "pids" in groups.missing and host_uid is None:
@@ -247,12 +244,11 @@ def worker_launch(bwrap: str, *, scratch_mb: int, max_processes: int, name: str,
         stage = {path: f"{STAGE}/{i}" for i, path in enumerate(wanted)}
         bwrap = _staged(bwrap, stage)
     try:
-        seccomp_fd = seccomp.program_fd(block_pinning=groups is None or not groups.has_memory)
-    except (ImportError, OSError) as e:
+        seccomp_fd = _seccomp_fd(block_pinning=groups is None or not groups.has_memory)
+    except IsolationError:
         if groups is not None:
             groups.remove()
-        raise IsolationError(f"cannot build the seccomp filter ({type(e).__name__}: {e}): "
-                             "install libseccomp2 (Debian/Ubuntu: apt-get install libseccomp2) and pyseccomp") from None
+        raise
     argv = bwrap_command(bwrap, scratch_mb=scratch_mb, sources=stage, seccomp_fd=seccomp_fd)
     return Launch(argv, (seccomp_fd,), host_uid, groups, stage)
 
@@ -265,5 +261,14 @@ def _staged(path: str, stage: dict[str, str]) -> str:
     return path
 
 
-def remove_stale_cgroups() -> None:
-    cgroups_mod.remove_stale()
+def _seccomp_fd(*, block_pinning: bool) -> int:
+    try:
+        return seccomp.program_fd(block_pinning=block_pinning)
+    except (ImportError, OSError) as e:
+        raise IsolationError(f"cannot build the seccomp filter ({type(e).__name__}: {e}): "
+                             "install libseccomp2 (Debian/Ubuntu: apt-get install libseccomp2) and pyseccomp") from None
+
+
+def check_seccomp() -> None:
+    """IsolationError, with the fix, when the seccomp filter cannot be built on this host."""
+    os.close(_seccomp_fd(block_pinning=False))

@@ -1,8 +1,8 @@
 """LocalSandbox: a self-healing pool of warm, isolated worker processes on this machine.
 
 Each worker is one `worker.py` zygote inside bwrap (see isolation.py), as an unprivileged host
-uid of its own and, where the host allows, in pids and memory cgroups of its own (cgroups.py). Stateless runs share a pool of N workers (an idle queue; callers beyond N
-wait their turn). A stateless worker answers a run twice: `result` as soon as the code is done,
+uid of its own and, where the host allows, in pids and memory cgroups of its own (cgroups.py).
+Stateless runs share a pool of N workers (an idle queue; callers beyond N wait their turn). A stateless worker answers a run twice: `result` as soon as the code is done,
 then `idle` once it has killed the run's leftovers and wiped its scratch; only then does it go
 back to the idle queue, so the caller never waits for the cleanup and no run ever starts next to
 another run's leftovers. A session pins a dedicated worker for its lifetime. A worker that dies or
@@ -278,7 +278,7 @@ class LocalSandbox(Sandbox):
     def _check_isolation(self) -> None:
         cfg = self.config
         as_root = isolation.running_as_root()
-        if as_root and cfg.allow_host_root is False and cfg.isolation == "none":
+        if as_root and not cfg.allow_host_root and cfg.isolation == "none":
             raise SandboxUnavailable(
                 "sandbox refused to start: isolation='none' as root would run model-written code as host root; "
                 "use isolation='bwrap', run torl as a non-root user, or set allow_host_root=True (unsafe)")
@@ -295,15 +295,11 @@ class LocalSandbox(Sandbox):
             return
         try:
             isolation.find_bwrap()
+            isolation.check_seccomp()
             if as_root:
-                isolation.remove_stale_cgroups()
-            from torl.sandbox import seccomp
-            seccomp.compiled(block_pinning=False)
+                cgroups.remove_stale()
         except isolation.IsolationError as e:
             raise SandboxUnavailable(f"sandbox isolation unavailable: {e}") from None
-        except (ImportError, OSError) as e:
-            raise SandboxUnavailable(f"sandbox isolation unavailable: cannot build the seccomp filter ({e}): "
-                                     "install libseccomp2 (apt-get install libseccomp2) and pyseccomp") from None
 
     async def aclose(self) -> None:
         self._closed = True
@@ -321,16 +317,15 @@ class LocalSandbox(Sandbox):
                   fetch_files: Sequence[str] = ()) -> ExecResult:
         code = self.config.check_code(code)
         timeout, memory_mb = self.config.check_limits(timeout, memory_mb)
-        request = {"op": "exec", "code": code, "timeout": timeout, "memory_mb": memory_mb,
-                   **self.config.check_io(stdin, files, fetch_files)}
+        io = self.config.check_io(stdin, files, fetch_files)
+        request = {"op": "exec", "code": code, "timeout": timeout, "memory_mb": memory_mb, **io}
         if session is not None:
-            if len(request) > 4:
+            if io:
                 raise InvalidCode("stdin, files and fetch_files are for stateless runs, not sessions")
             worker, lock = self._session(session)
             async with lock:
                 self._check_session_limits(session, timeout, memory_mb)
                 return await self._execute(worker, request, session=session)
-
         await self._ensure_started()
         while True:
             worker = await self._idle.get()

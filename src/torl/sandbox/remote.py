@@ -26,6 +26,7 @@ from urllib.parse import quote
 import httpx
 
 from torl.sandbox.base import InvalidCode, Sandbox, SandboxUnavailable, UnknownSession
+from torl.sandbox.config import encode_io
 from torl.sandbox.result import ExecResult, ExecStatus
 from torl.sandbox.server import TOKEN_ENV
 
@@ -116,7 +117,7 @@ class RemoteSandbox(Sandbox):
             "memory_limit_MB": -1 if memory_mb is None else memory_mb,
         }
         # Only what is used goes on the wire: a plain request stays the plain SandboxFusion one.
-        payload.update(_io_fields(stdin, files, fetch_files))
+        payload.update(encode_io(stdin, files, fetch_files))
         path = "/run_code" if session is None else f"/torl/sessions/{quote(session, safe='')}/run_code"
         started = time.monotonic()
         try:
@@ -328,37 +329,6 @@ def _decode_files(files: object) -> dict[str, bytes]:
     if not isinstance(files, dict):
         raise TypeError(f"`files` must be an object {{path: base64}}, got {type(files).__name__}")
     return {str(path): base64.b64decode(content, validate=True) for path, content in files.items()}
-
-
-def _io_fields(stdin: str | None, files: Mapping[str, bytes] | None, fetch_files: Sequence[str]) -> dict:
-    """The request's stdin/files/fetch_files fields, checked; InvalidCode names a bad one."""
-    fields: dict = {}
-    if stdin is not None:
-        if not isinstance(stdin, str):
-            raise InvalidCode(f"stdin must be a str (or None), got {type(stdin).__name__}")
-        try:
-            stdin.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise InvalidCode(f"stdin is not valid UTF-8 ({e.reason} at index {e.start}); fix the text") from None
-        fields["stdin"] = stdin
-    if files:
-        if not isinstance(files, Mapping):
-            raise InvalidCode(f"files must be a mapping {{path: bytes}}, got {type(files).__name__}")
-        encoded = {}
-        for path, content in files.items():
-            if not isinstance(path, str) or not isinstance(content, (bytes, bytearray, memoryview)):
-                raise InvalidCode(f"files must map str paths to bytes, got {type(path).__name__}: "
-                                  f"{type(content).__name__} (encode text first)")
-            encoded[path] = base64.b64encode(content).decode("ascii")
-        fields["files"] = encoded
-    if isinstance(fetch_files, str):  # a lone path would be sent as one path per character
-        raise InvalidCode(f"fetch_files must be a sequence of paths, got the str {fetch_files[:100]!r}: wrap it "
-                          "in a list")
-    if fetch_files:
-        if not all(isinstance(path, str) for path in fetch_files):
-            raise InvalidCode("fetch_files must hold str paths only")
-        fields["fetch_files"] = list(fetch_files)
-    return fields
 
 
 def _last_line(text: str) -> str:

@@ -418,10 +418,9 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 def _remove_sysv_ipc() -> bool:
     """Remove every SysV shared-memory segment, message queue and semaphore set of our IPC
     namespace: they would outlive the run that made them. False if one could not be removed."""
-    libc = _LIBC
     clean = True
-    for table, remove in (("shm", lambda i: libc.shmctl(i, 0, None)), ("msg", lambda i: libc.msgctl(i, 0, None)),
-                          ("sem", lambda i: libc.semctl(i, 0, 0))):  # 0 = IPC_RMID
+    for table, remove in (("shm", lambda i: _LIBC.shmctl(i, 0, None)), ("msg", lambda i: _LIBC.msgctl(i, 0, None)),
+                          ("sem", lambda i: _LIBC.semctl(i, 0, 0))):  # 0 = IPC_RMID
         try:
             with open(f"/proc/sysvipc/{table}") as f:
                 rows = f.read().splitlines()[1:]
