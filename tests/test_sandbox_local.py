@@ -212,6 +212,7 @@ def test_bad_code_is_rejected(sandbox, code, fragment):
 
 
 @pytest.mark.parametrize("kw", [{"timeout": -1}, {"timeout": 0}, {"timeout": 1e9}, {"timeout": float("nan")},
+                                {"timeout": 10**400},
                                 {"memory_mb": 1}, {"memory_mb": 10**9}])
 def test_bad_limits_are_rejected(sandbox, kw):
     with pytest.raises(InvalidCode):

@@ -70,8 +70,8 @@ class SandboxConfig:
         """Resolve per-call limits (None = default); raise InvalidCode for absurd values."""
         timeout = self.timeout_s if timeout is None else timeout
         memory_mb = self.memory_mb if memory_mb is None else memory_mb
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
-                or not 0 < timeout <= self.max_timeout_s:
+        number = finite_float(timeout)
+        if number is None or not 0 < number <= self.max_timeout_s:
             raise InvalidCode(f"timeout must be a number of seconds in (0, {self.max_timeout_s:g}], got {timeout!r}")
         if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or not 32 <= memory_mb <= self.max_memory_mb:
             raise InvalidCode(f"memory_mb must be an integer in [32, {self.max_memory_mb}], got {memory_mb!r}")
@@ -116,6 +116,26 @@ class SandboxConfig:
                 "max_timeout_s": self.max_timeout_s, "max_memory_mb": self.max_memory_mb}
 
 
+def check_utf8(field: str, text: str) -> None:
+    """InvalidCode unless `text` is valid Unicode text (no lone surrogates): JSON cannot carry it
+    otherwise. One wording for the local sandbox, the remote client and the server."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidCode(f"{field} is not valid UTF-8 ({e.reason} at index {e.start}); fix the text") from None
+
+
+def finite_float(value: object) -> float | None:
+    """`value` as a finite float, or None when it is not a number or not finite (nan, 1e400, 10**400)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range
+        return None
+    return number if math.isfinite(number) else None
+
+
 def encode_io(stdin: object, files: object, fetch_files: object) -> dict:
     """A run's stdin, input files and files to fetch as request fields (files base64-encoded,
     paths normalized, empty ones left out); InvalidCode names the first bad one. Shared by the
@@ -124,10 +144,7 @@ def encode_io(stdin: object, files: object, fetch_files: object) -> dict:
     if stdin is not None:
         if not isinstance(stdin, str):
             raise InvalidCode(f"stdin must be a str (or None), got {type(stdin).__name__}")
-        try:
-            stdin.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise InvalidCode(f"stdin is not valid UTF-8 ({e.reason} at index {e.start}); fix the text") from None
+        check_utf8("stdin", stdin)
         fields["stdin"] = stdin
     if files:
         if not isinstance(files, Mapping):

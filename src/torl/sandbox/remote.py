@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -26,7 +25,7 @@ from urllib.parse import quote
 import httpx
 
 from torl.sandbox.base import InvalidCode, Sandbox, SandboxUnavailable, UnknownSession
-from torl.sandbox.config import encode_io
+from torl.sandbox.config import check_utf8, encode_io, finite_float
 from torl.sandbox.result import ExecResult, ExecStatus
 from torl.sandbox.server import TOKEN_ENV
 
@@ -345,21 +344,12 @@ def _check_code(code: str) -> None:
     # JSON cannot carry these faithfully, so refuse them here with the same words the server uses.
     if not isinstance(code, str):
         raise InvalidCode(f"code must be a str, got {type(code).__name__}")
-    try:
-        code.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise InvalidCode(f"code is not valid UTF-8 ({e.reason} at index {e.start}); fix the text") from None
-
-
-def _finite(value: float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float (10**400)
-        return False
+    check_utf8("code", code)
 
 
 def _check_limits(timeout: float, memory_mb: int | None) -> None:
-    if not (isinstance(timeout, (int, float)) and _finite(timeout) and timeout > 0):
+    number = finite_float(timeout)
+    if number is None or number <= 0:
         raise InvalidCode(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
     if memory_mb is not None and not (isinstance(memory_mb, int) and memory_mb > 0):
         raise InvalidCode(f"memory_mb must be a positive integer (or None), got {memory_mb!r}")

@@ -61,6 +61,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from torl.sandbox.base import InvalidCode, Sandbox, SandboxUnavailable, UnknownSession
+from torl.sandbox.config import check_utf8, finite_float
 from torl.sandbox.result import ExecResult, ExecStatus
 
 if TYPE_CHECKING:  # fastapi costs ~1 s to import: only `create_app` pulls it in
@@ -147,7 +148,7 @@ def parse_run_request(body: bytes) -> RunRequest:
 
     timeout = payload.get("run_timeout")
     if timeout is not None:
-        timeout = _finite_float(timeout)
+        timeout = finite_float(timeout)
         if timeout is None or timeout <= 0:
             raise BadRequest(400, "invalid_request", f"run_timeout must be a finite number of seconds > 0, "
                                                      f"got {_short_repr(payload['run_timeout'])}")
@@ -480,23 +481,11 @@ def _short_repr(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def _finite_float(value: Any) -> float | None:
-    """`value` as a finite float, or None when it is not a number or not finite (1e400, 10**400)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an int beyond float range
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _check_utf8(field: str, text: str) -> None:
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise BadRequest(400, "invalid_request",
-                         f"{field} is not valid UTF-8 ({e.reason} at index {e.start}); fix the text") from None
+        check_utf8(field, text)
+    except InvalidCode as e:
+        raise BadRequest(400, "invalid_request", str(e)) from None
 
 
 # -- HTTP/1.1 protocol with a read deadline -------------------------------------------------------
