@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the whole test suite, slow tests included.
+# Set up (idempotent), lint (ruff), and run the whole test suite, slow tests included.
 #   .venv       torl + test tools (scripts/setup.sh --dev), Chromium for the report test
 #   .venv-vllm  vLLM (CPU build) in its own venv: it pins its own torch/transformers stack
 # The vLLM tests (the engine, and training with engine=vllm) run inside .venv-vllm; everything else (the OpenAI-engine tests against a
@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
+.venv/bin/ruff check src tests
 bash scripts/setup_browser.sh
 if [ "${TORL_SKIP_VLLM:-0}" != "1" ]; then
     bash scripts/setup_vllm.sh

@@ -11,7 +11,13 @@ from torl.analysis.behaviour import (
     recovery,
     uses_code,
 )
-from torl.analysis.values import as_number, final_boxed, last_value, same_value, stated_values
+from torl.analysis.values import (
+    as_number,
+    final_boxed,
+    last_value,
+    same_value,
+    stated_values,
+)
 
 
 def make_traj(*parts, skipped=(), sandbox_error=False, truncated=False):

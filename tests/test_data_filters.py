@@ -2,8 +2,15 @@
 
 import pytest
 
-from torl.data.filters import (filter_records, free_text_answer, missing_fields, multi_part,
-                               multiple_choice, proof, unparseable_answer)
+from torl.data.filters import (
+    filter_records,
+    free_text_answer,
+    missing_fields,
+    multi_part,
+    multiple_choice,
+    proof,
+    unparseable_answer,
+)
 from torl.data.records import DataError
 
 
@@ -54,10 +61,10 @@ def test_multi_part_questions_are_caught(problem):
 
 @pytest.mark.parametrize("problem", [
     # numbered conditions followed by one question (MATH style) are one question
-    "Find the largest integer $n$ satisfying the following conditions:\n(i) $n^2$ is the difference of "
-    "two consecutive cubes;\n(ii) $2n + 79$ is a perfect square.",
-    "The graph has these properties: (1) The maximum value of $y$ is 5, which occurs at $x = 3$. "
-    "(2) The graph passes through $(0,-13)$. If it passes through $(4,m)$, what is $m$?",
+    ("Find the largest integer $n$ satisfying the following conditions:\n(i) $n^2$ is the difference of "
+     "two consecutive cubes;\n(ii) $2n + 79$ is a perfect square."),
+    ("The graph has these properties: (1) The maximum value of $y$ is 5, which occurs at $x = 3$. "
+     "(2) The graph passes through $(0,-13)$. If it passes through $(4,m)$, what is $m$?"),
     "Compute $f(a) + f(b)$ where $f(x) = x^2$.",
 ])
 def test_single_questions_with_enumerations_are_kept(problem):

@@ -5,7 +5,12 @@ import json
 
 import pytest
 
-from torl.data.pipeline import PipelineConfig, config_from_dict, load_config, run_pipeline
+from torl.data.pipeline import (
+    PipelineConfig,
+    config_from_dict,
+    load_config,
+    run_pipeline,
+)
 from torl.data.records import DataError, read_records
 
 

@@ -118,7 +118,7 @@ async def test_auto_falls_back_to_text_prompts_once(tokenizer):
 
 
 async def test_auto_keeps_token_prompts_when_text_fails_too(tokenizer):
-    engine, seen = fake_engine(tokenizer, lambda p: (400, {"error": {"message": "max_tokens too large"}}))
+    engine, _ = fake_engine(tokenizer, lambda p: (400, {"error": {"message": "max_tokens too large"}}))
     with pytest.raises(ServerError, match="HTTP 400: max_tokens too large"):
         await engine.generate([1, 2], SamplingParams(max_tokens=1))
     assert engine.token_prompts == "auto"

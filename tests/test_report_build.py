@@ -3,8 +3,16 @@
 import json
 
 import pytest
+from test_analysis_behaviour import (
+    CONFIRMED,
+    CONTRADICTED,
+    NOT_RECOVERED,
+    PLAIN,
+    RECOVERED,
+    SANDBOX_FAIL,
+    make_traj,
+)
 
-from test_analysis_behaviour import CONFIRMED, CONTRADICTED, NOT_RECOVERED, PLAIN, RECOVERED, SANDBOX_FAIL, make_traj
 from torl.analysis.report import build_report, pick_samples
 from torl.analysis.viewer import embed_json
 from torl.cli import UserError
@@ -143,8 +151,9 @@ def test_report_user_errors(tmp_path):
 
 
 def test_report_cli(tmp_path, capsys):
-    from torl.analysis.commands import register
     import argparse
+
+    from torl.analysis.commands import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

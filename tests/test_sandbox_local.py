@@ -11,8 +11,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from torl.sandbox import (ExecStatus, InvalidCode, LocalSandbox, SandboxConfig, SandboxUnavailable, UnknownSession,
-                          format_observation)
+from torl.sandbox import (
+    ExecStatus,
+    InvalidCode,
+    LocalSandbox,
+    SandboxConfig,
+    SandboxUnavailable,
+    UnknownSession,
+    format_observation,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT = 2.0  # timeout for the hostile snippets that loop
@@ -229,7 +236,7 @@ def test_unknown_session(sandbox):
 def test_session_keeps_state_and_survives_failures(sandbox):
     session = sandbox.open_session_sync()
     try:
-        run = lambda code, **kw: sandbox.run_sync(code, session=session, **kw)  # noqa: E731
+        run = lambda code, **kw: sandbox.run_sync(code, session=session, **kw)
         assert run("x = 5\nimport numpy as np").status is ExecStatus.OK
         assert run("print(x * 2)").stdout == "10\n"
         assert run("x = 7\nwhile True: pass", timeout=SHORT).status is ExecStatus.TIMEOUT
@@ -295,10 +302,14 @@ async def test_isolation_none_is_an_explicit_loud_opt_out():
         with pytest.raises(SandboxUnavailable, match="host root.*allow_host_root=True"):
             async with LocalSandbox(SandboxConfig(workers=1, isolation="none")) as sb:
                 await sb.run("print(1)")
-    with pytest.warns(RuntimeWarning, match="UNISOLATED"):
+
+    async def run_unisolated():
         async with LocalSandbox(SandboxConfig(workers=1, isolation="none", allow_host_root=as_root)) as sb:
-            result = await sb.run("import os\nprint(os.getpid() != 1)")
-            assert result.status is ExecStatus.OK and result.stdout == "True\n"
+            return await sb.run("import os\nprint(os.getpid() != 1)")
+
+    with pytest.warns(RuntimeWarning, match="UNISOLATED"):
+        result = await run_unisolated()
+    assert result.status is ExecStatus.OK and result.stdout == "True\n"
 
 
 def test_unusable_isolation_refuses_at_start(monkeypatch):

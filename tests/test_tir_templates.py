@@ -5,7 +5,12 @@ from types import SimpleNamespace
 import pytest
 
 from torl.tir.parsing import complete_python_blocks
-from torl.tir.templates import PromptTemplate, get_template, register_template, template_from_config
+from torl.tir.templates import (
+    PromptTemplate,
+    get_template,
+    register_template,
+    template_from_config,
+)
 
 TORL_EXACT = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it.\n"

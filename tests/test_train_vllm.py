@@ -21,14 +21,14 @@ import pytest
 
 pytest.importorskip("vllm")
 
-import torch  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+import torch
+from conftest import save_tiny_llama
+from transformers import TrainerCallback
 
-from conftest import save_tiny_llama  # noqa: E402
-from torl.engines.base import SamplingParams  # noqa: E402
-from torl.train.config import parse_train_args, validate  # noqa: E402
-from torl.train.run_dir import RunDir  # noqa: E402
-from torl.train.trainer import _point_trl_at_run_dir  # noqa: E402
+from torl.engines.base import SamplingParams
+from torl.train.config import parse_train_args, validate
+from torl.train.run_dir import RunDir
+from torl.train.trainer import _point_trl_at_run_dir
 
 pytestmark = pytest.mark.slow
 

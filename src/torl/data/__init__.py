@@ -18,8 +18,24 @@ from torl.data.synthetic import TASK_KINDS, generate_tasks
 from torl.data.templates import apply_template
 
 __all__ = [
-    "DataError", "FILTER_RULES", "InputSpec", "PipelineConfig", "StageReport", "TASK_KINDS",
-    "apply_template", "decontaminate", "deduplicate", "export", "filter_records", "generate_tasks",
-    "ingest", "lim_scores", "limr_select", "load_benchmark", "load_config", "read_records",
-    "run_pipeline", "write_records",
+    "FILTER_RULES",
+    "TASK_KINDS",
+    "DataError",
+    "InputSpec",
+    "PipelineConfig",
+    "StageReport",
+    "apply_template",
+    "decontaminate",
+    "deduplicate",
+    "export",
+    "filter_records",
+    "generate_tasks",
+    "ingest",
+    "lim_scores",
+    "limr_select",
+    "load_benchmark",
+    "load_config",
+    "read_records",
+    "run_pipeline",
+    "write_records",
 ]

@@ -133,7 +133,7 @@ def cmd_export(args) -> int:
     from torl.data.pipeline import export
 
     records = _read_inputs(args.input)
-    out, report = export(records, args.out, args.template, not args.drop_solution)
+    _, report = export(records, args.out, args.template, not args.drop_solution)
     _summary(report)
     print(f"wrote {args.out}")
     return 0

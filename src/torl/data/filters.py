@@ -95,8 +95,8 @@ def multi_part(record: dict, min_asking_parts: int = 2) -> str | None:
 
 
 FREE_TEXT_PATTERNS = (
-    r"^\s*(?:\\text\{)?\s*(?:proof|see (?:the )?(?:proof|solution|explanation|above|below)|"
-    r"not ?found|omitted|q\.?e\.?d\.?|answer (?:may|can) vary|n/?a)\b",
+    (r"^\s*(?:\\text\{)?\s*(?:proof|see (?:the )?(?:proof|solution|explanation|above|below)|"
+     r"not ?found|omitted|q\.?e\.?d\.?|answer (?:may|can) vary|n/?a)\b"),
 )
 
 

@@ -177,7 +177,7 @@ def _read_hub(name: str, split: str, subset: str | None) -> Iterator[tuple[str, 
 
     try:
         ds = datasets.load_dataset(name, subset, split=split)
-    except Exception as e:  # the hub raises many types; the user needs the id and the cause
+    except Exception as e:  # noqa: BLE001 - the hub raises many types; the user needs the id and the cause
         raise DataError(
             f"could not load {name!r} (split {split!r}) with datasets.load_dataset: "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; check the id/split or pass a local file"
@@ -229,8 +229,8 @@ def _as_text(value: object, column: str) -> str | None:
         if len(value) != 1:
             raise ValueError(f"column {column!r} holds a list of {len(value)} items, expected one value")
         value = value[0]
-    if isinstance(value, bool) or isinstance(value, (dict, list)):
-        raise ValueError(f"column {column!r} holds a {type(value).__name__}, expected text")
+    if isinstance(value, (bool, dict, list)):
+        raise ValueError(f"column {column!r} holds a {type(value).__name__}, expected text")  # noqa: TRY004 - a malformed row, caught as such
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value)
@@ -323,7 +323,7 @@ def ingest(inputs: list[InputSpec | str], on_malformed: str = "error") -> tuple[
         for index, (loc, row) in enumerate(raw.rows):
             try:
                 if isinstance(row, str):
-                    raise ValueError(row)
+                    raise ValueError(row)  # noqa: TRY004 - the reader's note on an unparsable row
                 record = _row_to_record(row, schema, source, index, stats)
             except ValueError as e:
                 if on_malformed == "error":

@@ -19,6 +19,7 @@ The combined report's counts add up: rows in = rows out + every removal, keyed `
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -134,7 +135,7 @@ def export(records: list[dict], out_path: str | Path, template: str | None = Non
 def combine(stages: list[StageReport]) -> dict:
     """One report over the stages: totals, removals keyed `<stage>/<reason>`, and the stages."""
     removed = {f"{s.stage}/{reason}": n for s in stages for reason, n in s.removed.items()}
-    for before, after in zip(stages, stages[1:]):
+    for before, after in itertools.pairwise(stages):
         if before.n_out != after.n_in:
             raise AssertionError(f"stage {after.stage} got {after.n_in} rows but {before.stage} gave {before.n_out}")
     combined = {"n_in": stages[0].n_in, "n_out": stages[-1].n_out, "removed": removed,
@@ -149,8 +150,8 @@ def combined_markdown(combined: dict, stages: list[StageReport]) -> str:
     for s in stages:
         why = ", ".join(f"{k}: {v}" for k, v in s.removed.items()) or "—"
         lines.append(f"| {s.stage} | {s.n_in} | {s.n_out} | {why} |")
-    lines += ["", f"**{combined['n_in']} in = {combined['n_out']} out + "
-              f"{sum(combined['removed'].values())} removed** ({combined['seconds']:.1f} s)", ""]
+    lines += ["", (f"**{combined['n_in']} in = {combined['n_out']} out + "
+                   f"{sum(combined['removed'].values())} removed** ({combined['seconds']:.1f} s)"), ""]
     return "\n".join(lines) + "\n" + "\n".join(s.markdown(level=2) for s in stages)
 
 

@@ -84,8 +84,8 @@ def base_conversion(rng: random.Random, d: int) -> tuple[str, str]:
             out = "0123456789ABCDEF"[r] + out
         return out
 
-    return (f"Convert the base-{src} number ${to_base(n, src)}_{{{src}}}$ to base {dst}. "
-            f"Give the digits of the base-{dst} numeral.", to_base(n, dst))
+    return ((f"Convert the base-{src} number ${to_base(n, src)}_{{{src}}}$ to base {dst}. "
+             f"Give the digits of the base-{dst} numeral."), to_base(n, dst))
 
 
 def series(rng: random.Random, d: int) -> tuple[str, int]:
@@ -97,8 +97,8 @@ def series(rng: random.Random, d: int) -> tuple[str, int]:
         return f"Compute $\\sum_{{k=1}}^{{{n}}} k^{{{p}}}$.", sum(k**p for k in range(1, n + 1))
     if kind == 1:
         a, step = rng.randint(-50, 50), rng.randint(2, 9 * d)
-        return (f"What is the sum of the first {n} terms of the arithmetic sequence "
-                f"${a}, {a + step}, {a + 2 * step}, \\ldots$?", n * (2 * a + (n - 1) * step) // 2)
+        return ((f"What is the sum of the first {n} terms of the arithmetic sequence "
+                 f"${a}, {a + step}, {a + 2 * step}, \\ldots$?"), n * (2 * a + (n - 1) * step) // 2)
     a, r, terms = rng.randint(1, 9), rng.randint(2, 3 + d), rng.randint(6 + 2 * d, 10 + 3 * d)
     return f"Compute $\\sum_{{k=0}}^{{{terms - 1}}} {a} \\cdot {r}^k$.", sum(a * r**k for k in range(terms))
 

@@ -119,7 +119,7 @@ class TransformersEngine(Engine):
             async with self._weights_lock:
                 try:
                     await asyncio.to_thread(self._run_batch, batch, loop)
-                except Exception as error:  # answer every caller rather than hang them
+                except Exception as error:  # noqa: BLE001 - answer every caller rather than hang them
                     for request in batch:
                         loop.call_soon_threadsafe(_set_exception, request.future, error)
 

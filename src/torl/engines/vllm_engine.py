@@ -224,7 +224,7 @@ class VLLMEngine(Engine):
             max_tokens=params.max_tokens,
             temperature=params.temperature,
             top_p=params.top_p,
-            top_k=params.top_k if params.top_k > 0 else 0,
+            top_k=max(0, params.top_k),
             stop=list(params.stop) or None,
             include_stop_str_in_output=True,
             seed=params.seed,

@@ -120,7 +120,7 @@ def _read_file(path: Path) -> list[dict]:
         raise UserError(f"benchmark file {path} must end in {', '.join(FILE_SUFFIXES)}")
     try:
         return datasets.load_dataset(kind, data_files=str(path), split="train").to_list()
-    except Exception as e:  # malformed JSON, unreadable parquet...
+    except Exception as e:  # noqa: BLE001 - malformed JSON, unreadable parquet...
         raise UserError(f"cannot read benchmark file {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
 
 
@@ -129,7 +129,7 @@ def _load_hub(name: str, spec: HubBenchmark, problem_column: str | None, answer_
 
     try:
         ds = datasets.load_dataset(spec.dataset, spec.config, split=spec.split)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - the hub raises many types; the user needs the cause
         raise UserError(
             f"benchmark {name!r}: no local file and loading {spec.dataset} from the Hugging Face hub failed "
             f"({type(e).__name__}); pass --data-dir with {name}.jsonl or a file path"

@@ -14,7 +14,13 @@ import json
 from pathlib import Path
 
 from torl.analysis.behaviour import metrics_by
-from torl.analysis.tables import display_name, markdown_table, metric_title, metrics_shown, table_rows
+from torl.analysis.tables import (
+    display_name,
+    markdown_table,
+    metric_title,
+    metrics_shown,
+    table_rows,
+)
 from torl.eval.accuracy import benchmark_scores
 
 # The analytics rows shown in analytics.md (all of them are in analytics.json).

@@ -21,7 +21,9 @@ __all__ = ["ExecResult", "ExecStatus", "InvalidCode", "LocalSandbox", "Sandbox",
 def make_sandbox(config: SandboxConfig | None = None, *, url: str | None = None, **remote_options) -> Sandbox:
     """A local sandbox from `config`, or, given `url`, the remote backend talking to that server."""
     if url is not None:
-        from torl.sandbox.remote import RemoteSandbox  # lazy: the HTTP client is only needed here
+        from torl.sandbox.remote import (
+            RemoteSandbox,  # lazy: the HTTP client is only needed here
+        )
 
         return RemoteSandbox(url, **remote_options)
     if remote_options:

@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 DEMO_SNIPPETS = [
-    ("arithmetic with sympy", "from sympy import symbols, solve, Rational\n"
-     "x = symbols('x')\nroots = solve(x**2 - 5*x + 6, x)\nprint(roots, sum(roots) * Rational(1, 2))"),
+    ("arithmetic with sympy", ("from sympy import symbols, solve, Rational\n"
+                               "x = symbols('x')\nroots = solve(x**2 - 5*x + 6, x)\nprint(roots, sum(roots) * Rational(1, 2))")),
     ("numpy", "import numpy as np\na = np.array([[2, 1], [1, 3]])\nprint(np.linalg.det(a).round(6), a @ a)"),
-    ("an error inside a function", "def average(xs):\n    return sum(xs) / len(xs)\n\n"
-     "print('start')\nprint(average([]))"),
+    ("an error inside a function", ("def average(xs):\n    return sum(xs) / len(xs)\n\n"
+                                    "print('start')\nprint(average([]))")),
     ("a timeout", "n = 0\nwhile True:\n    n += 1"),
-    ("hostile: read the home dir and the network", "import os, socket\nprint(os.listdir(os.path.expanduser('~')))\n"
-     "socket.create_connection(('1.1.1.1', 80), timeout=2)"),
+    ("hostile: read the home dir and the network", ("import os, socket\nprint(os.listdir(os.path.expanduser('~')))\n"
+                                                    "socket.create_connection(('1.1.1.1', 80), timeout=2)")),
 ]
 
 
@@ -99,7 +99,12 @@ def _read_sources(files: list[str]) -> list[tuple[str, str]]:
 
 def cmd_exec(args) -> int:
     from torl.cli import UserError
-    from torl.sandbox import InvalidCode, LocalSandbox, SandboxUnavailable, format_observation
+    from torl.sandbox import (
+        InvalidCode,
+        LocalSandbox,
+        SandboxUnavailable,
+        format_observation,
+    )
 
     sources = _read_sources(args.files)
 

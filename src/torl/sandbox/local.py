@@ -531,7 +531,7 @@ class LocalSandbox(Sandbox):
                                     "sympy.Integer(2)**10)", timeout=30)
         except SandboxUnavailable:
             raise
-        except Exception as e:  # noqa: BLE001 - any failure here means the sandbox is unusable
+        except Exception as e:
             raise SandboxUnavailable(f"sandbox health check failed: {_describe(e)}") from e
         if result.status is not ExecStatus.OK or result.stdout.strip() != "120 6 1024":
             detail = result.sandbox_message or result.stderr.strip()[-500:] or result.stdout[:200]
@@ -560,8 +560,8 @@ class LocalSandbox(Sandbox):
         return [
             ("bubblewrap", True, isolation.find_bwrap()),
             ("uid mapping", not (as_root and host_uid is None), uid_detail),
-            ("pid namespace", info.get("pid") == 1, f"worker is pid {info.get('pid')} inside; user code "
-                                                    "cannot signal it, every leftover process is killed"),
+            ("pid namespace", info.get("pid") == 1, (f"worker is pid {info.get('pid')} inside; user code "
+                                                     "cannot signal it, every leftover process is killed")),
             ("user namespace", info.get("uid") == isolation.SANDBOX_UID,
              "no capabilities; no new user namespaces inside (--disable-userns)"),
             ("network namespace", set(info.get("net_interfaces", [])) <= {"lo"},
@@ -575,8 +575,8 @@ class LocalSandbox(Sandbox):
              if memory_cgroup else "not available on this host: memfd_create and SysV shmget refused instead"),
             ("process bound", True, (f"pids cgroup, max {cfg.max_processes} + 4 per worker; " if groups and "pids" in groups.dirs
                                      else "") + f"RLIMIT_NPROC={cfg.max_processes}"),
-            ("rlimits", True, f"address space +{cfg.memory_mb} MB, CPU ~timeout, {cfg.max_open_files} files, "
-                              f"{cfg.max_file_size_mb} MB per file, no core dumps; hard = soft, in sessions too"),
+            ("rlimits", True, (f"address space +{cfg.memory_mb} MB, CPU ~timeout, {cfg.max_open_files} files, "
+                               f"{cfg.max_file_size_mb} MB per file, no core dumps; hard = soft, in sessions too")),
             ("output cap", True, f"{cfg.max_output_bytes} bytes, then killed"),
         ]
 

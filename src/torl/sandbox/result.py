@@ -42,7 +42,7 @@ class ExecResult:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ExecResult":
+    def from_dict(cls, d: dict) -> ExecResult:
         d = dict(d)
         d["status"] = ExecStatus(d["status"])
         d["files"] = {name: base64.b64decode(data) for name, data in d.get("files", {}).items()}

@@ -134,7 +134,7 @@ def _set_fixed_limits(lim: dict, *, strict: bool) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Bounded stack: runaway recursion (with a raised recursion limit) crashes fast instead of
     # eating the whole memory budget first. Some hosts run with an unlimited stack.
-    stack_soft, stack_hard = resource.getrlimit(resource.RLIMIT_STACK)
+    _, stack_hard = resource.getrlimit(resource.RLIMIT_STACK)
     cap = STACK_BYTES if stack_hard == resource.RLIM_INFINITY else min(STACK_BYTES, stack_hard)
     resource.setrlimit(resource.RLIMIT_STACK, (cap, cap if strict else stack_hard))
 
@@ -196,7 +196,7 @@ def _run_user_code(code: str, env: dict) -> int:
     linecache.cache[CODE_FILENAME] = (len(code), None, code.splitlines(True), CODE_FILENAME)
     status = 0
     try:
-        exec(compile(code, CODE_FILENAME, "exec"), env)
+        exec(compile(code, CODE_FILENAME, "exec"), env)  # noqa: S102 - running it is the point (sandboxed)
     except SystemExit as e:
         status = _system_exit_status(e)
     except BaseException as e:  # noqa: BLE001 - user code may raise anything
@@ -210,7 +210,7 @@ def _run_user_code(code: str, env: dict) -> int:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except BaseException:  # noqa: BLE001 - closed or broken by the user
+        except BaseException:  # noqa: BLE001, S110 - closed or broken by the user
             pass
     return status
 
@@ -483,7 +483,7 @@ def _spare_main(fixed_limits: dict, out_w: int, err_w: int, request_fd: int, rep
                 # Get off the CPU so the worker can answer at once; it kills us in its cleanup.
                 # Exiting now would first unmap our ~170 MB, competing with it for the CPU.
                 time.sleep(DONE_LINGER_S)
-        except BaseException:  # noqa: BLE001 - the code broke something of ours: the worker waits for our exit
+        except BaseException:  # noqa: BLE001, S110 - the code broke something of ours: the worker waits for our exit
             pass
     except BaseException:  # noqa: BLE001 - our set-up failed: say why on stderr
         traceback.print_exc()
@@ -612,7 +612,7 @@ class Worker:
                 failed[name] = f"{type(e).__name__}: {e}"
         if self.cfg.get("warmup"):
             try:
-                exec(compile(self.cfg["warmup"], "<warmup>", "exec"), {})
+                exec(compile(self.cfg["warmup"], "<warmup>", "exec"), {})  # noqa: S102 - our own warm-up code
             except Exception as e:  # noqa: BLE001
                 failed["<warmup>"] = f"{type(e).__name__}: {e}"
         # Park everything imported so far outside the collector's reach: forks then do not
@@ -983,9 +983,8 @@ def _receive_block(sock: socket.socket) -> tuple[dict | None, list[int]]:
 
 def _raise_oom_score() -> None:
     """Make this process the memory cgroup's first OOM victim, not the worker."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
 
 
 def _exit_status_to_wait(code: int) -> int:

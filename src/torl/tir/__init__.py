@@ -2,7 +2,13 @@
 
 from torl.tir.loop import RolloutConfig, SandboxFailure, rollout, rollout_many
 from torl.tir.parsing import complete_python_blocks
-from torl.tir.templates import PromptTemplate, get_template, register_template, template_from_config, template_names
+from torl.tir.templates import (
+    PromptTemplate,
+    get_template,
+    register_template,
+    template_from_config,
+    template_names,
+)
 from torl.tir.trajectory import SkippedCall, ToolCall, Trajectory
 
 __all__ = [

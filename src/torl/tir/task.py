@@ -79,7 +79,7 @@ class TaskSpec:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TaskSpec":
+    def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -92,7 +92,7 @@ class TaskSpec:
         return path
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "TaskSpec":
+    def load(cls, run_dir: str | Path) -> TaskSpec:
         """The spec a training run recorded; ValueError naming the file when it is missing or bad."""
         path = Path(run_dir) / SPEC_FILE
         if not path.is_file():
@@ -102,7 +102,7 @@ class TaskSpec:
         except (ValueError, TypeError) as e:
             raise ValueError(f"{path} is not a valid task spec: {e}") from None
 
-    def override(self, **changes: Any) -> tuple["TaskSpec", dict[str, dict[str, Any]]]:
+    def override(self, **changes: Any) -> tuple[TaskSpec, dict[str, dict[str, Any]]]:
         """A copy with the given fields changed (None = keep), and {field: {from, to}} for each change."""
         changes = {k: v for k, v in changes.items() if v is not None}
         new = dataclasses.replace(self, **changes)

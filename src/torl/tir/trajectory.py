@@ -58,7 +58,7 @@ class ToolCall:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ToolCall":
+    def from_dict(cls, d: dict) -> ToolCall:
         d = dict(d)
         d["result"] = ExecResult.from_dict(d["result"])
         return cls(**d)
@@ -99,7 +99,7 @@ class Trajectory:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Trajectory":
+    def from_dict(cls, d: dict) -> Trajectory:
         d = dict(d)
         d["calls"] = [ToolCall.from_dict(c) for c in d.get("calls", [])]
         d["skipped_calls"] = [SkippedCall(**s) for s in d.get("skipped_calls", [])]

@@ -153,7 +153,9 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
     """Check everything that needs no model: values, files, the engine/device match, the sandbox."""
     import torch
 
-    from torl.reward import REWARD_SCHEMES  # the scheme registry itself, so the two cannot drift
+    from torl.reward import (
+        REWARD_SCHEMES,  # the scheme registry itself, so the two cannot drift
+    )
 
     c = torl_cfg
     if c.max_tool_calls < 0:

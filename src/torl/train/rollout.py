@@ -10,7 +10,6 @@ sandbox never holds the others back; batching is the engine's job.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from typing import Any

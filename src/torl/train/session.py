@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
+from typing import Self
 
 import torch
 
+from torl.background_loop import BackgroundLoop
 from torl.train.config import make_sandbox
 from torl.train.data import load_questions
 from torl.train.engines import build_engine, choose_engine, push_weights
 from torl.train.heldout import evaluate_heldout
 from torl.train.metrics import MetricsFileCallback
 from torl.train.rewards import TorlReward
-from torl.background_loop import BackgroundLoop
 from torl.train.rollout import ToolRolloutFunc
 from torl.train.run_dir import RunDir
 
@@ -26,7 +27,7 @@ class TrainingSession:
         self.trainer = None
 
     # --- lifetime
-    def __enter__(self) -> "TrainingSession":
+    def __enter__(self) -> Self:
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL; we know
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from trl import GRPOTrainer
@@ -90,7 +91,7 @@ class TrainingSession:
                 if closer is not None:
                     try:
                         self.loop.run(closer.aclose())
-                    except Exception:  # noqa: BLE001 - closing must not hide the real error
+                    except Exception:  # noqa: BLE001, S110 - closing must not hide the real error
                         pass
             self.loop.close()
 
