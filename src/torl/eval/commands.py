@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from torl.eval.runner import EvalConfig, run_eval
     from torl.eval.summary import print_summary
 
-    name = args.model or (args.run and Path(args.run.rstrip("/")).name) or "model"
-    out = args.out or str(Path("eval_out") / Path(name.rstrip("/")).name)
+    evaluated = args.model or args.run or "model"  # neither: EvalConfig says what to pass
+    out = args.out or str(Path("eval_out") / Path(evaluated.rstrip("/")).name)
     cfg = EvalConfig(
         model=args.model, run=args.run, benchmarks=[b.strip() for b in args.benchmarks.split(",") if b.strip()], out_dir=out,
         engine=args.engine, base_url=args.base_url, api_key=args.api_key, tokenizer=args.tokenizer, template=args.template,
