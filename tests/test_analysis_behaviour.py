@@ -118,6 +118,8 @@ def test_behaviour_metrics_hand_computed():
     assert m["pass_ratio"] == pytest.approx(5 / 9)
     assert m["skipped_calls"] == 2 and m["skipped_over_budget"] == 1 and m["skipped_not_last"] == 1
     assert m["skipped_ratio"] == pytest.approx(2 / 11)
+    assert m["over_budget_ratio"] == pytest.approx(1 / 10)  # 1 over-budget block vs 9 executed calls
+    assert m["timeout_ratio"] == pytest.approx(1 / 9)
     # only CONTRADICTED boxes before its call
     assert m["calls_after_answer"] == pytest.approx(1 / 9)
     assert m["calls_before_answer"] == pytest.approx(8 / 9)
@@ -169,3 +171,29 @@ def test_value_helpers():
     assert as_number("\\frac{3}{4}") == 0.75 and as_number("1,000") == 1000 and as_number("x") is None
     assert as_number("45^\\circ") == 45 and as_number("1/0") is None
     assert same_value("0.5", "\\dfrac{1}{2}") and same_value("x + 1", "x+1") and not same_value("2", "3")
+
+
+def test_training_metrics_are_the_behaviour_metrics():
+    """`tools/*` in metrics.jsonl and the report's analytics are one computation, so they cannot disagree."""
+    from torl.train.metrics import TRAINING_METRICS, trajectory_metrics
+
+    trajs = [PLAIN, CONFIRMED, NOT_RECOVERED, SKIPPED, SANDBOX_FAIL]
+    correct = [True, True, False, True, None]
+    logged, analysed = trajectory_metrics(trajs, correct), behaviour_metrics(trajs, correct)
+    assert set(logged) == set(TRAINING_METRICS)
+    for name, key in TRAINING_METRICS.items():
+        assert logged[name] == pytest.approx(analysed[key]), name
+    assert logged["rewards/accuracy"] == pytest.approx(3 / 4)  # the sandbox-failed response is not scored
+    assert logged["tools/skipped_ratio"] == pytest.approx(2 / 6)  # every skipped block, as in the report
+    assert logged["tools/over_budget_ratio"] == pytest.approx(1 / 5)
+
+
+def test_empty_training_ratio_is_nan_for_trl():
+    import math
+
+    from torl.train.metrics import trajectory_metrics
+
+    logged = trajectory_metrics([PLAIN], [True])
+    assert behaviour_metrics([PLAIN], [True])["pass_ratio"] is None
+    assert math.isnan(logged["tools/pass_ratio"]) and logged["tools/code_ratio"] == 0.0
+    assert all(isinstance(v, float) for v in logged.values())  # TRL's buffers and torch.nanmean take floats

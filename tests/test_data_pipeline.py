@@ -116,3 +116,26 @@ def test_cli_pipeline_and_user_errors(tmp_path, shared_data):
         data_cli(["pipeline", "--input", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "q")])
     with pytest.raises(UserError, match="unknown column 'nope'"):
         data_cli(["ingest", "--input", str(src), "--map", "problem=nope", "--out", str(tmp_path / "r")])
+
+
+def test_baked_prompts_are_the_trainers_templates():
+    from torl.data.templates import apply_template
+    from torl.tir.templates import get_template
+
+    question = "What is $\\frac{1}{2} + 1$?"
+    for name in ("torl", "torl_fewshot"):
+        assert apply_template(name, question) == get_template(name).render(question)
+    assert apply_template("torl", question).endswith(f"\\boxed{{}}.\n{question}\nAssistant:\n")
+    with pytest.raises(DataError, match="chat template"):
+        apply_template("chat", question)
+    with pytest.raises(DataError, match="unknown prompt template 'nope'"):
+        apply_template("nope", question)
+
+
+def test_records_and_questions_convert_both_ways():
+    from torl.data.records import make_record, question_to_record, record_to_question
+
+    record = make_record(id=7, problem="1+1?", answer=2, source="t")
+    question = record_to_question(record)
+    assert question == {"question_id": "7", "problem": "1+1?", "gold": "2"}  # training's names, all text
+    assert question_to_record(question, source="t") == {"id": "7", "problem": "1+1?", "answer": "2", "source": "t"}

@@ -17,7 +17,7 @@ def write_jsonl(path, rows):
 def test_shared_benchmarks_load_by_name(shared_data):
     data_dir = shared_data / "benchmarks"
     rows = load_benchmark("aime24", data_dir=data_dir)
-    assert len(rows) == 30 and rows[0]["id"] == "aime24-60" and rows[0]["answer"]
+    assert len(rows) == 30 and rows[0]["question_id"] == "aime24-60" and rows[0]["gold"]
     assert len(load_benchmark("math500", data_dir=data_dir, limit=3)) == 3
 
 
@@ -26,14 +26,14 @@ def test_default_data_dir_finds_shared_data_and_honours_env(shared_data, monkeyp
     assert default_data_dir() == shared_data / "benchmarks"
     monkeypatch.setenv("TORL_DATA_DIR", str(tmp_path))
     write_jsonl(tmp_path / "mine.jsonl", [{"problem": "1+1?", "answer": "2"}])
-    assert load_benchmark("mine") == [{"id": "0", "problem": "1+1?", "answer": "2"}]
+    assert load_benchmark("mine") == [{"question_id": "0", "problem": "1+1?", "gold": "2"}]
 
 
 def test_file_path_with_usual_and_overridden_columns(tmp_path):
     usual = write_jsonl(tmp_path / "q.jsonl", [{"question": "Q1", "final_answer": ["7"]}, {"question": "Q2", "final_answer": ["8"]}])
-    assert load_benchmark(str(usual)) == [{"id": "0", "problem": "Q1", "answer": "7"}, {"id": "1", "problem": "Q2", "answer": "8"}]
+    assert load_benchmark(str(usual)) == [{"question_id": "0", "problem": "Q1", "gold": "7"}, {"question_id": "1", "problem": "Q2", "gold": "8"}]
     odd = write_jsonl(tmp_path / "odd.jsonl", [{"id": 5, "text": "Q", "target": 3}])
-    assert load_benchmark(str(odd), problem_column="text", answer_column="target") == [{"id": "5", "problem": "Q", "answer": "3"}]
+    assert load_benchmark(str(odd), problem_column="text", answer_column="target") == [{"question_id": "5", "problem": "Q", "gold": "3"}]
 
 
 def test_parquet_file(tmp_path):
@@ -42,12 +42,12 @@ def test_parquet_file(tmp_path):
 
     path = tmp_path / "b.parquet"
     pq.write_table(pa.table({"problem": ["P1", "P2"], "answer": ["1", "2"]}), path)
-    assert [r["answer"] for r in load_benchmark(str(path))] == ["1", "2"]
+    assert [r["gold"] for r in load_benchmark(str(path))] == ["1", "2"]
 
 
 def test_duplicate_ids_stay_distinct(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"id": 1, "problem": "a", "answer": "1"}, {"id": 1, "problem": "b", "answer": "2"}])
-    assert [r["id"] for r in load_benchmark(str(path))] == ["1", "1#1"]
+    assert [r["question_id"] for r in load_benchmark(str(path))] == ["1", "1#1"]
 
 
 def test_unknown_name_is_one_clear_line(tmp_path):
@@ -85,10 +85,10 @@ def test_hub_mapping_reads_the_right_dataset_and_fields(monkeypatch, tmp_path):
         return datasets.Dataset.from_list(fake_rows[path])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    assert load_benchmark("math500", data_dir=tmp_path) == [{"id": "test/x/1.json", "problem": "P", "answer": "\\frac12"}]
-    assert load_benchmark("amc23", data_dir=tmp_path)[0] == {"id": "3", "problem": "Q", "answer": "27.0"}
-    assert load_benchmark("olympiadbench", data_dir=tmp_path)[0]["answer"] == "$69$"
-    assert load_benchmark("gsm8k", data_dir=tmp_path)[0]["answer"] == "1200"
+    assert load_benchmark("math500", data_dir=tmp_path) == [{"question_id": "test/x/1.json", "problem": "P", "gold": "\\frac12"}]
+    assert load_benchmark("amc23", data_dir=tmp_path)[0] == {"question_id": "3", "problem": "Q", "gold": "27.0"}
+    assert load_benchmark("olympiadbench", data_dir=tmp_path)[0]["gold"] == "$69$"
+    assert load_benchmark("gsm8k", data_dir=tmp_path)[0]["gold"] == "1200"
     assert calls == [("HuggingFaceH4/MATH-500", None, "test"), ("math-ai/amc23", None, "test"),
                      ("math-ai/olympiadbench", None, "test"), ("openai/gsm8k", "main", "test")]
     assert {"aime24", "amc23", "math500", "minerva_math", "olympiadbench"} <= set(HF_BENCHMARKS)
@@ -108,4 +108,4 @@ def test_hub_failure_is_one_clear_line(monkeypatch, tmp_path):
 def test_local_file_wins_over_hub(monkeypatch, tmp_path):
     monkeypatch.setattr(bm, "_load_hub", lambda *a: pytest.fail("hub used although a local file exists"))
     write_jsonl(tmp_path / "math500.jsonl", [{"id": "m", "problem": "P", "answer": "1"}])
-    assert load_benchmark("math500", data_dir=tmp_path)[0]["id"] == "m"
+    assert load_benchmark("math500", data_dir=tmp_path)[0]["question_id"] == "m"

@@ -7,10 +7,11 @@ import pytest
 
 from torl.cli import UserError
 from torl.engines.scripted import ScriptedEngine, ToyTokenizer
-from torl.eval.runner import EvalConfig, compact, probe_server, run_eval
+from torl.eval.runner import EvalConfig, probe_server, run_eval
 from torl.eval.store import TrajectoryLog
 from torl.sandbox.base import Sandbox
 from torl.sandbox.result import ExecResult, ExecStatus
+from torl.tir.trajectory import compact_trajectory
 
 
 def boxed_scorer(text, gold, calls):
@@ -112,6 +113,24 @@ def test_eval_resumes_without_redoing_finished_samples(tmp_path, bench_files):
         run_eval(config(tmp_path, bench_files, limit=2, max_tool_calls=2), **kw)
 
 
+def test_resume_refuses_a_different_task_spec(tmp_path, bench_files):
+    """The whole task spec is the fingerprint: a field no flag sets (observation length) still counts."""
+    from torl.tir.task import TaskSpec
+
+    run = tmp_path / "train_run"
+    run.mkdir()
+    TaskSpec(max_observation_chars=512).save(run)
+    kw = {"engine_factory": Factories().engine, "sandbox_factory": Factories().make_sandbox, "scorer": boxed_scorer,
+          "progress": False}
+    run_eval(config(tmp_path, bench_files, limit=1, run=str(run)), **kw)
+    run_eval(config(tmp_path, bench_files, limit=1, run=str(run)), **kw)  # same spec: resumes
+    TaskSpec(max_observation_chars=256).save(run)
+    with pytest.raises(UserError, match=r"other settings \(task.max_observation_chars: 512 -> 256\)"):
+        run_eval(config(tmp_path, bench_files, limit=1, run=str(run)), **kw)
+    with pytest.raises(UserError, match=r"task.exec_timeout_s: 10.0 -> 3.0"):
+        run_eval(config(tmp_path, bench_files, limit=1, exec_timeout=3.0), **kw)
+
+
 def test_n_samples_report_avg_and_pass_at_k(tmp_path, bench_files):
     f = Factories()
     summary = run_eval(config(tmp_path, bench_files, benchmarks=["arith"], n=3, temperature=0.7),
@@ -176,5 +195,5 @@ async def test_unreachable_server_is_one_clear_line():
 
 
 def test_compact_drops_token_lists():
-    d = compact({"prompt_ids": [1, 2], "completion_ids": [3, 4, 5], "loss_mask": [1, 1, 0], "logprobs": None, "text": "x"})
+    d = compact_trajectory({"prompt_ids": [1, 2], "completion_ids": [3, 4, 5], "loss_mask": [1, 1, 0], "logprobs": None, "text": "x"})
     assert d == {"text": "x", "prompt_tokens": 2, "completion_tokens": 3}

@@ -62,6 +62,7 @@ def trained_run(tmp_path_factory):
 model: {model_dir}
 template: torl_fewshot
 max_tool_calls: 2
+call_trigger: block_close
 stop_strings: ["\\nQ:"]
 sandbox_timeout_s: 3.0
 sandbox_memory_mb: 512
@@ -83,10 +84,10 @@ eval_before_after: false
 report_to: [tensorboard]
 seed: 0
 """)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("torl.train.session.build_engine", lambda kind, model, tokenizer, path, args: (
-            ScriptedEngine(tokenizer, ["```python\nprint(2 * 3)\n```\n```output", "\\boxed{6}"]), False))
-        assert run_training(*parse_train_args(["--config", str(recipe)])) == 0
+    def scripted(kind, model, tokenizer, path, args):
+        return ScriptedEngine(tokenizer, ["```python\nprint(2 * 3)\n```\n", "\\boxed{6}"]), False
+
+    assert run_training(*parse_train_args(["--config", str(recipe)]), engine_factory=scripted) == 0
     return root / "run"
 
 
@@ -94,7 +95,8 @@ def test_eval_run_reproduces_the_training_protocol(trained_run, tmp_path):
     recorded = json.loads((trained_run / "task_spec.json").read_text())
     assert recorded == {"template": "torl_fewshot", "max_tool_calls": 2, "extra_stop": ["\nQ:"],
                         "max_response_tokens": 48, "max_observation_chars": 512, "exec_timeout_s": 3.0,
-                        "exec_memory_mb": 512, "session": False, "reward_scheme": "binary"}
+                        "exec_memory_mb": 512, "session": False, "call_trigger": "block_close",
+                        "reward_scheme": "binary"}
     bench = tmp_path / "b.jsonl"
     bench.write_text(json.dumps({"id": "q1", "problem": "What is 2*3?", "answer": "6"}) + "\n")
     cfg = EvalConfig(model=None, run=str(trained_run), benchmarks=[str(bench)], out_dir=str(tmp_path / "eval"))
@@ -147,7 +149,8 @@ def test_rollout_run_uses_the_recorded_spec(trained_run, monkeypatch):
 
     monkeypatch.setattr(commands, "_rollout", fake_rollout)
     monkeypatch.setattr(commands, "_print_readable", lambda *a: None)
-    args = argparse.Namespace(run=str(trained_run), model=None, template=None, max_tool_calls=None, max_tokens=None,
+    args = argparse.Namespace(run=str(trained_run), model=None, template=None, max_tool_calls=None, call_trigger=None,
+                              max_tokens=None,
                               question="q", answer=None, json=False)
     assert commands.run_rollout(args) == 0
     assert seen["task"] == TaskSpec.load(trained_run) and Path(seen["model"]).name == "checkpoint-1"

@@ -141,7 +141,8 @@ async def test_incomplete_block_runs_nothing_and_generation_continues():
     check_invariants(tok, traj)
     assert [code for code, _ in sandbox.runs] == ["print(3)\n"]
     assert traj.num_turns == 3 and traj.num_calls == 1
-    assert [s["kind"] for s in traj.segments] == ["model", "model", "tool", "model"]
+    # a generation resumed without an observation continues the same model segment
+    assert [s["kind"] for s in traj.segments] == ["model", "tool", "model"]
 
 
 async def test_only_the_last_block_of_a_turn_runs():
@@ -282,3 +283,69 @@ async def test_extra_stop_strings_end_the_trajectory():
     tok, engine, config = make(["\\boxed{1}\nUser: next question"], max_tool_calls=1, stop_strings=("\nUser:",))
     traj = await rollout(engine, FakeSandbox(), tok.encode("Q"), config)
     assert traj.text == "\\boxed{1}\nUser:" and traj.finish_reason == "stop" and traj.num_turns == 1
+
+
+# --- call_trigger="block_close": a block runs when its closing fence is written
+
+BLOCK_TURNS = [
+    "Let me compute.\n```python\nprint(2 + 3)\n```\nHALLUCINATED\n",
+    "Again.\n```python\nprint(4 * 5)\n```\n",
+    "Third.\n```python\nprint(7)\n```\n",
+    "So the answer is \\boxed{5}.",
+]
+
+
+@pytest.mark.parametrize("c", [0, 1, 2, 3])
+async def test_block_close_trigger_masks_exact_for_each_call_budget(c):
+    tok, engine, config = make(BLOCK_TURNS, max_tool_calls=c, max_response_tokens=2000, call_trigger="block_close")
+    sandbox = FakeSandbox()
+    traj = await rollout(engine, sandbox, tok.encode("Q: 2+3?\n"), config)
+    check_invariants(tok, traj)
+    assert traj.num_calls == c and len(sandbox.runs) == c and traj.finish_reason == "stop"
+    for k, call in enumerate(traj.calls):
+        assert call.result.stdout.strip() == OUTPUTS[k]
+        # the model wrote the closing fence (mask 1); the interpreter wrote the whole output block (mask 0)
+        assert tok.decode(traj.completion_ids[call.token_start : call.token_end]) == f"```output\n{OUTPUTS[k]}\n```\n"
+        assert tok.decode(traj.completion_ids[call.token_start - 5 : call.token_start]) == "\n```\n"
+        assert traj.loss_mask[call.token_start - 1] == 1 and traj.loss_mask[call.token_start] == 0
+    assert [s["kind"] for s in traj.segments] == ["model", "tool"] * c + ["model"]
+    assert [s.reason for s in traj.skipped_calls] == ([] if c == 3 else ["over_budget"])
+    assert ("HALLUCINATED" in traj.text) == (c == 0)
+    if c:
+        assert traj.text.startswith("Let me compute.\n```python\nprint(2 + 3)\n```\n```output\n5\n```\nAgain.")
+
+
+async def test_block_close_trigger_continues_past_openers_and_other_fences():
+    turns = ["Look:\n```\n", "x = 1\n```\n", "```python\nprint(9)\n```\n", "\\boxed{9}"]
+    tok, engine, config = make(turns, max_tool_calls=1, call_trigger="block_close")
+    sandbox = FakeSandbox()
+    traj = await rollout(engine, sandbox, tok.encode("Q"), config)
+    check_invariants(tok, traj)
+    assert [code for code, _ in sandbox.runs] == ["print(9)\n"]
+    assert traj.num_turns == 4 and [s["kind"] for s in traj.segments] == ["model", "tool", "model"]
+    assert traj.text == "Look:\n```\nx = 1\n```\n```python\nprint(9)\n```\n```output\n9\n```\n\\boxed{9}"
+
+
+async def test_block_close_trigger_still_honours_the_models_output_fence():
+    tok, engine, config = make(["```python\nprint(1)\n```output\n", "done"], max_tool_calls=1, call_trigger="block_close")
+    traj = await rollout(engine, FakeSandbox(), tok.encode("Q"), config)
+    check_invariants(tok, traj)
+    assert traj.text == "```python\nprint(1)\n```output\n1\n```\ndone"
+
+
+@pytest.mark.parametrize(("last_token", "expected_tail"), [
+    ("```\n", "```\n```output\n42\n```\n"),            # the fence alone: the whole block is appended
+    ("```\n```out", "```\n```output\n42\n```\n"),      # the model began the block: only the rest is appended
+    ("```\nThe", "```\nThe\n```output\n42\n```\n"),    # unrelated text is kept; the block opens on a new line
+])
+async def test_block_close_trigger_stop_inside_a_token(last_token, expected_tail):
+    turn0 = ["```python\n", "print(6 * 7)\n", last_token, "NEVER"]
+    tok, engine, config = make([turn0, ["\\boxed{42}"]], max_tool_calls=1, call_trigger="block_close")
+    traj = await rollout(engine, FakeSandbox(), tok.encode("Q"), config)
+    check_invariants(tok, traj)
+    assert traj.text == "```python\nprint(6 * 7)\n" + expected_tail + "\\boxed{42}"
+
+
+def test_unknown_call_trigger_is_refused():
+    with pytest.raises(ValueError, match="call_trigger"):
+        RolloutConfig(call_trigger="eager")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from torl.cli import UserError
+from torl import cli
+from torl.errors import UserError
 from torl.train.config import TorlConfig, check_sandbox, parse_train_args, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,22 +20,6 @@ def _recipe(tmp_path: Path, text: str) -> str:
     path = tmp_path / "recipe.yaml"
     path.write_text(text)
     return str(path)
-
-
-def _train_cli(argv: list[str]) -> int:
-    """`torl train ...` through the real CLI entry point, with the train command registered."""
-    from torl import cli
-    from torl.train import commands
-
-    parser = argparse.ArgumentParser(prog="torl")
-    sub = parser.add_subparsers(dest="command", required=True)
-    commands.register(sub)
-    args = parser.parse_args(["train", *argv])
-    try:
-        return args.func(args)
-    except cli.UserError as e:
-        print(f"torl: error: {e}")
-        return 2
 
 
 def test_demo_recipe_parses_into_both_halves():
@@ -165,10 +151,19 @@ def test_unreachable_sandbox_is_a_user_error_before_any_model_loads():
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
-    rc = _train_cli(["--config", str(DEMO), "--max_tool_calls", "-3", "--run_dir", str(tmp_path / "r")])
-    out = capsys.readouterr().out.strip().splitlines()
+    rc = cli.main(["train", "--config", str(DEMO), "--max_tool_calls", "-3", "--run_dir", str(tmp_path / "r")])
+    captured = capsys.readouterr()
     assert rc == 2
-    assert out == ["torl: error: max_tool_calls must be >= 0 (C, the tool-call budget), got -3"]
+    assert captured.err.splitlines() == ["torl: error: max_tool_calls must be >= 0 (C, the tool-call budget), got -3"]
+    assert captured.out == ""
+
+
+def test_python_m_torl_cli_exits_2_with_one_line(tmp_path):
+    """Run as `python -m torl.cli`, cli.py is `__main__`; the library's UserError must still be the one it catches."""
+    result = subprocess.run([sys.executable, "-m", "torl.cli", "train", "--config", str(tmp_path / "nonexistent.yaml")],
+                            check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"torl: error: config file not found: {tmp_path / 'nonexistent.yaml'} (recipes live in configs/)"]
 
 
 def test_existing_run_dir_needs_resume(tmp_path):

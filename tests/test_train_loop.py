@@ -74,8 +74,8 @@ seed: 0
 
 
 @pytest.fixture
-def scripted(monkeypatch):
-    monkeypatch.setattr("torl.train.session.build_engine", _scripted_engine)
+def scripted():
+    return _scripted_engine  # run_training's engine_factory: the policy's rollouts come from the script
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -111,7 +111,7 @@ def test_two_steps_train_write_metrics_and_samples(tmp_path, tiny_model_dir, scr
     monkeypatch.setattr(GRPOTrainer, "_get_per_token_logps_and_entropies", spy_logps)
     monkeypatch.setattr(GRPOTrainer, "compute_loss", spy_loss)
 
-    assert run_training(*_config(tmp_path, tiny_model_dir)) == 0
+    assert run_training(*_config(tmp_path, tiny_model_dir), engine_factory=scripted) == 0
     run = tmp_path / "run"
 
     rows = _metrics(run)
@@ -157,7 +157,7 @@ def test_two_steps_train_write_metrics_and_samples(tmp_path, tiny_model_dir, scr
 
 
 def test_resume_continues_a_killed_run_with_same_data_and_metrics(tmp_path, tiny_model_dir, scripted):
-    assert run_training(*_config(tmp_path, tiny_model_dir, "--max_steps", "3", "--save_steps", "2")) == 0
+    assert run_training(*_config(tmp_path, tiny_model_dir, "--max_steps", "3", "--save_steps", "2"), engine_factory=scripted) == 0
     run = tmp_path / "run"
 
     def questions(step):
@@ -168,7 +168,7 @@ def test_resume_continues_a_killed_run_with_same_data_and_metrics(tmp_path, tiny
     # "Kill" the run after step 3 was logged but before its checkpoint was written.
     shutil.rmtree(run / "checkpoints" / "checkpoint-3")
     (run / "samples" / "step_000003.jsonl").unlink()
-    assert run_training(*_config(tmp_path, tiny_model_dir, "--max_steps", "3", "--save_steps", "2", "--resume")) == 0
+    assert run_training(*_config(tmp_path, tiny_model_dir, "--max_steps", "3", "--save_steps", "2", "--resume"), engine_factory=scripted) == 0
 
     rows = _metrics(run)
     assert [r["step"] for r in rows] == [1, 2, 3]  # step 3 redone once, not duplicated
@@ -186,7 +186,7 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(tmp_path, tiny_model_dir, s
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(TorlReward, "__call__", interrupt_during_first_step)
-    assert run_training(*_config(tmp_path, tiny_model_dir, "--max_steps", "5", "--save_steps", "100")) == 0
+    assert run_training(*_config(tmp_path, tiny_model_dir, "--max_steps", "5", "--save_steps", "100"), engine_factory=scripted) == 0
     run = tmp_path / "run"
     assert [r["step"] for r in _metrics(run)] == [1]
     assert (run / "checkpoints" / "checkpoint-1" / "trainer_state.json").exists()
@@ -196,9 +196,13 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(tmp_path, tiny_model_dir, s
 def test_metrics_file_keeps_undefined_ratios_as_null_and_loggers_never_see_them(tmp_path):
     from types import SimpleNamespace
 
-    from torl.train.metrics import MetricsFileCallback
+    from torl.train.callbacks import MetricsFileCallback
+    from torl.train.recorder import StepRecorder
 
-    callback = MetricsFileCallback(tmp_path / "metrics.jsonl", {"step_s": 2.0, "rollout_s": 1.5})
+    recorder = StepRecorder()
+    recorder.add_time("step_s", 2.0)
+    recorder.add_time("rollout_s", 1.5)
+    callback = MetricsFileCallback(tmp_path / "metrics.jsonl", recorder)
     logs = {"loss": 0.1, "tools/pass_ratio": None, "tools/code_ratio": 0.0}
     callback.on_log(None, SimpleNamespace(is_world_process_zero=True, global_step=3), None, logs=logs)
     row = json.loads((tmp_path / "metrics.jsonl").read_text())

@@ -85,3 +85,39 @@ seed: 0
     assert summary["status"] == "finished" and summary["steps"] == 2
     assert summary["eval_before"]["questions"] == 4
     assert (run / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists()
+
+
+def test_a_group_split_across_processes_samples_different_responses(tmp_path, tiny_model_dir):
+    # num_generations 4 > per-device batch 2: each GRPO group is split over the two processes. The rank is
+    # part of every sampling seed (torl.tir.seeds), so the halves must not duplicate each other.
+    run = tmp_path / "run"
+    recipe = tmp_path / "split.yaml"
+    recipe.write_text(f"""
+model: {tiny_model_dir}
+engine: transformers
+template: torl
+max_tool_calls: 0
+train_tasks: [arithmetic]
+train_task_count: 8
+run_dir: {run}
+use_cpu: true
+bf16: false
+num_generations: 4
+per_device_train_batch_size: 2
+max_completion_length: 16
+max_steps: 1
+save_steps: 100
+report_to: [tensorboard]
+seed: 0
+""")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+               "-m", "torl.cli", "train", "--config", str(recipe)]
+    proc = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    halves = [[json.loads(line) for line in (run / "samples" / name).open()]
+              for name in ("step_000001.jsonl", "step_000001.rank1.jsonl")]
+    assert [r["question_id"] for r in halves[0]] == [r["question_id"] for r in halves[1]]  # one group, split
+    texts = [r["trajectory"]["text"] for half in halves for r in half]
+    assert len(set(texts)) == 4, texts

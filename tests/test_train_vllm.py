@@ -8,7 +8,8 @@ A tiny random Llama (SmolLM2's tokenizer) trains 2 GRPO steps with rollouts from
 engine and the real sandbox. Before each step's rollouts the trainer's weights are pushed into
 vLLM; the test records the trainer's weights at the start of each step and checks that vLLM ends
 up sampling from exactly the last ones — its logprobs match what transformers computes with them,
-and not with the initial weights (the sync really happened).
+and not with the initial weights (the sync really happened). With LoRA, vLLM gets the merged
+adapter under the base model's names and samples what the PeftModel computes.
 """
 
 from __future__ import annotations
@@ -131,3 +132,70 @@ seed: 0
     assert all(r["lengths/model_tokens"] > 0 for r in rows)  # vLLM really generated the completions
     dumps = sorted(run.samples.glob("step_*.jsonl"))
     assert len(dumps) == 2
+
+
+def test_lora_training_pushes_the_merged_adapter_into_vllm(tmp_path, tiny_model_dir, monkeypatch):
+    """engine=vllm with LoRA: vLLM gets W + scale * B @ A under the base names and samples from it."""
+    from peft import PeftModel
+
+    from torl.train.engines import push_weights
+    from torl.train.rewards import TorlReward
+    from torl.train.session import TrainingSession
+
+    scored = TorlReward.__call__
+    monkeypatch.setattr(TorlReward, "__call__",
+                        lambda self, *a, **k: [r + (i % 2) for i, r in enumerate(scored(self, *a, **k))])
+    recipe = tmp_path / "tiny-vllm-lora.yaml"
+    recipe.write_text(f"""
+model: {tiny_model_dir}
+engine: vllm
+template: torl
+max_tool_calls: 0
+train_tasks: [arithmetic]
+train_task_count: 12
+run_dir: {tmp_path / 'run'}
+lora_r: 4
+lora_alpha: 8
+use_cpu: true
+bf16: false
+gradient_checkpointing: false
+num_generations: 4
+per_device_train_batch_size: 8
+gradient_accumulation_steps: 1
+max_completion_length: 24
+learning_rate: 1.0e-2
+max_steps: 2
+save_steps: 100
+report_to: []
+seed: 0
+""")
+    torl_cfg, grpo_cfg = parse_train_args(["--config", str(recipe)])
+    validate(torl_cfg, grpo_cfg)
+    run = RunDir(torl_cfg.run_dir)
+    run.prepare(False)
+    _point_trl_at_run_dir(grpo_cfg, run)
+    with TrainingSession(torl_cfg, grpo_cfg, run) as session:
+        policy = session.trainer.model
+        assert isinstance(policy, PeftModel)
+        assert session.train(None) == "finished"  # every step's rollouts came after a merged push
+        # A deterministic, clearly non-zero adapter (B starts at 0, and 2 steps move it little).
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name, p in policy.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+        push_weights(session.trainer, session.engine, session.loop)
+        prompt = session.template.encode("Compute $123 \\times 45$.", session.engine.tokenizer)
+        greedy = SamplingParams(max_tokens=12, temperature=0.0, logprobs=True)
+        out = session.loop.run(session.engine.generate(prompt, greedy))
+        policy.eval()
+        ids, tokens = torch.tensor([prompt + out.token_ids]), torch.tensor(out.token_ids)[:, None]
+        with torch.no_grad():
+            merged = policy(ids).logits[0, len(prompt) - 1 : -1]
+            with policy.disable_adapter():
+                base = policy(ids).logits[0, len(prompt) - 1 : -1]
+    in_vllm = torch.tensor(out.logprobs, dtype=torch.float64)
+    under_merged = torch.log_softmax(merged.double(), -1).gather(1, tokens)[:, 0]
+    under_base = torch.log_softmax(base.double(), -1).gather(1, tokens)[:, 0]
+    assert torch.allclose(in_vllm, under_merged, atol=1e-3), (in_vllm - under_merged, in_vllm - under_base)
+    assert (in_vllm - under_base).abs().max() > 10 * (in_vllm - under_merged).abs().max()

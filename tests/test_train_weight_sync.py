@@ -28,6 +28,27 @@ def tiny_llama(seed: int = 0):
     return LlamaForCausalLM(config)
 
 
+def tiny_policy(kind: str):
+    """The tiny Llama, or ("...-lora") the same with a LoRA adapter on every linear layer, B non-zero."""
+    model = tiny_llama()
+    if not kind.endswith("-lora"):
+        return model
+    from types import SimpleNamespace
+
+    from peft import get_peft_model
+
+    from torl.train.lora import lora_config
+
+    settings = SimpleNamespace(lora_r=4, lora_alpha=8.0, lora_dropout=0.0, lora_target_modules=["all-linear"])
+    model = get_peft_model(model, lora_config(settings))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=generator))
+    return model
+
+
 # --- which GPU each process's engine sees
 
 
@@ -140,8 +161,8 @@ def _gather_in_rank(rank: int, world: int, port: int, kind: str, out_dir: str) -
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        model = tiny_llama()
-        if kind == "zero3":
+        model = tiny_policy(kind)
+        if kind.startswith("zero3"):
             import deepspeed
 
             config = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3},
@@ -149,31 +170,35 @@ def _gather_in_rank(rank: int, world: int, port: int, kind: str, out_dir: str) -
             engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
             model = engine.module
             assert next(model.parameters()).numel() == 0  # really partitioned: the full tensor is gone
-        elif kind == "fsdp2":
+        elif kind.startswith("fsdp2"):
             from torch.distributed.fsdp import fully_shard
 
-            for layer in model.model.layers:
+            llama = model.get_base_model() if kind.endswith("-lora") else model
+            for layer in llama.model.layers:
                 fully_shard(layer)
             fully_shard(model)
             assert next(model.parameters()).to_local().shape[0] < 128  # really sharded
         else:
             from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-            model = FSDP(model, device_id=torch.device("cpu"), use_orig_params=(kind == "fsdp1-orig"))
-        groups = full_weight_groups(model, zero3=(kind == "zero3"), group_bytes=20_000)
+            model = FSDP(model, device_id=torch.device("cpu"), use_orig_params=kind.startswith("fsdp1-orig"))
+        groups = full_weight_groups(model, zero3=kind.startswith("zero3"), group_bytes=20_000)
         gathered = dict(kv for group in groups for kv in group)
         torch.save(gathered, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("kind", ["zero3", "fsdp2", "fsdp1", "fsdp1-orig"])
+# "-lora": a PeftModel, gathered merged (W + scale * B @ A) under the base model's names
+@pytest.mark.parametrize("kind", ["zero3", "fsdp2", "fsdp1", "fsdp1-orig", "zero3-lora", "fsdp2-lora",
+                                  "fsdp1-orig-lora"])
 def test_every_rank_gathers_the_full_unsharded_weights(kind, tmp_path):
-    if kind == "zero3":
+    if kind.startswith("zero3"):
         pytest.importorskip("deepspeed")  # a dev dependency; `pip install deepspeed` where it is missing
     world = 2
     mp.spawn(_gather_in_rank, args=(world, _free_port(), kind, str(tmp_path)), nprocs=world, join=True)
-    expected = dict(tiny_llama().named_parameters())
+    policy = tiny_policy(kind)
+    expected = dict((policy.merge_and_unload() if kind.endswith("-lora") else policy).named_parameters())
     for rank in range(world):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         assert set(got) == set(expected), f"rank {rank}: names differ: {sorted(set(got) ^ set(expected))[:5]}"

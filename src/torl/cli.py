@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from torl.errors import UserError
+
 # Order is the order shown in `torl --help`.
 COMMAND_MODULES = [
     "torl.train.commands",
@@ -21,10 +23,6 @@ COMMAND_MODULES = [
     "torl.reward.commands",
     "torl.sandbox.commands",
 ]
-
-
-class UserError(Exception):
-    """A mistake the user can fix: printed as one line, exit status 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

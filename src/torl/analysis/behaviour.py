@@ -3,7 +3,9 @@
 Input: trajectory dicts (``Trajectory.to_dict()``, or the compact form in sample dumps) and, per
 response, ``correct`` (True / False / None = not scored, e.g. our sandbox failed). Every metric is
 defined by ONE function below and documented in METRICS.md (same folder); keep the two in sync.
-Ratios whose denominator is empty are ``None`` ("nothing to measure"), never 0.
+Ratios whose denominator is empty are ``None`` ("nothing to measure"), never 0; training turns
+None into NaN only for TRL's float metric buffers (`torl.train.metrics.trajectory_metrics`), and
+metrics.jsonl writes it back as ``null``.
 """
 
 from __future__ import annotations
@@ -11,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from torl.analysis.values import final_boxed, last_value, same_value, stated_values
-
-FAILED_STATUSES = ("error", "timeout", "memory", "output_limit")  # the code's failure, shown to the model
-
+from torl.sandbox.result import FAILED_STATUSES
 
 # --- per-response facts ---------------------------------------------------------------------------
 
@@ -144,6 +144,7 @@ def behaviour_metrics(trajectories: Sequence[dict], correct: Sequence[bool | Non
     pairs = list(zip(trajectories, correct))
     calls = [c for t in trajectories for c in executed_calls(t)]
     skipped = [s for t in trajectories for s in t.get("skipped_calls", [])]
+    over_budget = sum(s["reason"] == "over_budget" for s in skipped)
     around = [calls_around_answer(t) for t in trajectories]
     recoveries = [(r, ok) for t, ok in pairs if (r := recovery(t)) is not None]
     checks = [(x, ok) for t, ok in pairs if (x := cross_check(t)) is not None]
@@ -157,17 +158,20 @@ def behaviour_metrics(trajectories: Sequence[dict], correct: Sequence[bool | Non
         "accuracy": _ratio(sum(ok for _, ok in scored), len(scored)),
         "code_ratio": _ratio(sum(uses_code(t) for t in trajectories), n),
         "pass_ratio": _ratio(sum(c["result"]["status"] == "ok" for c in calls), len(calls)),
+        "timeout_ratio": _ratio(sum(c["result"]["status"] == "timeout" for c in calls), len(calls)),
         "calls_per_response": _ratio(len(calls), n),
         "executed_calls": len(calls),
         "skipped_calls": len(skipped),
-        "skipped_over_budget": sum(s["reason"] == "over_budget" for s in skipped),
+        "skipped_over_budget": over_budget,
         "skipped_not_last": sum(s["reason"] == "not_last" for s in skipped),
         "skipped_ratio": _ratio(len(skipped), len(calls) + len(skipped)),
+        "over_budget_ratio": _ratio(over_budget, len(calls) + over_budget),
         "calls_before_answer": _ratio(sum(b for b, _ in around), n),
         "calls_after_answer": _ratio(sum(a for _, a in around), n),
         "code_after_answer_ratio": _ratio(sum(a > 0 for _, a in around), n),
         "response_tokens": _mean([t.get("model_tokens", 0) + t.get("tool_tokens", 0) for t in trajectories]),
         "model_tokens": _mean([t.get("model_tokens", 0) for t in trajectories]),
+        "tool_tokens": _mean([t.get("tool_tokens", 0) for t in trajectories]),
         "response_chars": _mean([len(t.get("text", "")) for t in trajectories]),
         "truncated_ratio": _ratio(sum(bool(t.get("truncated")) for t in trajectories), n),
         "error_responses": len(recoveries),

@@ -19,7 +19,7 @@ from torl.analysis.plots import analytics_over_steps, eval_bars, training_curves
 from torl.analysis.rundata import RunData, load_run
 from torl.analysis.tables import display_name, metric_title, metrics_shown, table_rows
 from torl.analysis.viewer import render_page
-from torl.cli import UserError
+from torl.errors import UserError
 
 SUMMARY_KEYS = ("accuracy", "code_ratio", "pass_ratio", "calls_per_response", "response_tokens",
                 "error_recovery_ratio", "cross_check_ratio", "accuracy_with_code", "accuracy_without_code")

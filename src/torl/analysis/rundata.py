@@ -3,6 +3,8 @@
 - training run dir: ``metrics.jsonl`` (one row per step) and ``samples/step_NNNNNN[.rankR].jsonl``;
 - eval output dir: ``trajectories.jsonl`` (+ ``results.json``).
 
+File names come from `torl.run_layout`.
+
 Sample rows keep their own keys (``trajectory``, ``correct``, ``problem``, ``gold``...); eval rows
 have ``benchmark``, training rows ``step``.
 """
@@ -13,7 +15,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from torl.cli import UserError
+from torl.errors import UserError
+from torl.run_layout import EvalLayout, RunLayout
 
 
 @dataclasses.dataclass
@@ -51,17 +54,15 @@ def load_run(root: str | Path) -> RunData:
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root} is not a directory; pass a training run dir or a `torl eval` output dir")
-    if (root / "trajectories.jsonl").exists():
-        results = root / "results.json"
-        return RunData(root, "eval", [], read_jsonl(root / "trajectories.jsonl"),
+    evaluation = EvalLayout(root)
+    if evaluation.trajectories.exists():
+        results = evaluation.results
+        return RunData(root, "eval", [], read_jsonl(evaluation.trajectories),
                        json.loads(results.read_text()) if results.exists() else None)
-    metrics_path, samples_dir = root / "metrics.jsonl", root / "samples"
-    if not metrics_path.exists() and not samples_dir.is_dir():
-        raise UserError(f"{root} has neither metrics.jsonl/samples/ (training run) nor trajectories.jsonl (eval); "
-                        "point at the run's top directory")
-    metrics = read_jsonl(metrics_path) if metrics_path.exists() else []
-    samples = []
-    if samples_dir.is_dir():
-        for path in sorted(samples_dir.glob("step_*.jsonl")):
-            samples.extend(read_jsonl(path))
+    run = RunLayout(root)
+    if not run.metrics.exists() and not run.samples.is_dir():
+        raise UserError(f"{root} has neither {run.metrics.name}/{run.samples.name}/ (training run) nor "
+                        f"{evaluation.trajectories.name} (eval); point at the run's top directory")
+    metrics = read_jsonl(run.metrics) if run.metrics.exists() else []
+    samples = [row for path in run.sample_files() for row in read_jsonl(path)]
     return RunData(root, "train", metrics, samples)

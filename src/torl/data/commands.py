@@ -18,8 +18,8 @@ def _user_errors(handler):
 
     @functools.wraps(handler)
     def wrapped(args: argparse.Namespace) -> int:
-        from torl.cli import UserError
         from torl.data.records import DataError
+        from torl.errors import UserError
 
         try:
             return handler(args)

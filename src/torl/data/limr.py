@@ -21,7 +21,6 @@ from its nearest observed epoch (LIMR fills forward) and counted in the report.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -29,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from torl.data.records import DataError, make_record
+from torl.data.records import DataError, question_to_record
 from torl.data.report import StageReport
+from torl.question import make_question
+from torl.run_layout import SAMPLE_FILE_GLOB, RunLayout, sample_file_order
 
 REQUIRED_KEYS = ("step", "question_id")
 
@@ -38,12 +39,13 @@ REQUIRED_KEYS = ("step", "question_id")
 def sample_files(run_dir: str | Path) -> list[Path]:
     """The run's dump files in step order (`<run>/samples/*.jsonl`, or `run_dir` itself)."""
     run_dir = Path(run_dir)
-    folder = run_dir / "samples" if (run_dir / "samples").is_dir() else run_dir
+    run = RunLayout(run_dir)
+    folder = run.samples if run.samples.is_dir() else run_dir
     if not folder.is_dir():
         raise DataError(f"run directory not found: {run_dir}")
-    files = sorted(folder.glob("*.jsonl"), key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
+    files = sorted(folder.glob("*.jsonl"), key=sample_file_order)  # a folder of dumps under other names works too
     if not files:
-        raise DataError(f"no sample dumps (*.jsonl) in {folder}; the trainer writes samples/step_<N>.jsonl")
+        raise DataError(f"no sample dumps (*.jsonl) in {folder}; the trainer writes {run.samples.name}/{SAMPLE_FILE_GLOB}")
     return files
 
 
@@ -141,7 +143,7 @@ def records_from_samples(rows: list[dict]) -> list[dict]:
         if q not in seen:
             if not r.get("problem") or r.get("gold") in (None, ""):
                 raise DataError(f"sample rows of {q!r} lack `problem`/`gold`; pass the dataset with --input")
-            seen[q] = make_record(id=q, problem=r["problem"], answer=str(r["gold"]), source="run")
+            seen[q] = question_to_record(make_question(q, r["problem"], r["gold"]), source="run")
     return list(seen.values())
 
 

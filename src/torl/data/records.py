@@ -3,6 +3,8 @@
 A record is a plain dict (the trainer and `datasets` both want dicts) with keys in this order:
 id, problem, answer, source, level (optional int 1-5), subject (optional), solution (optional),
 prompt (optional, added by the output stage). This is the format of /work/shared/data.
+In memory, training, eval and analysis use `torl.question`'s names (`question_id`, `gold`);
+`record_to_question` / `question_to_record` convert between the two.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+
+from torl.question import make_question
 
 FIELD_ORDER = ("id", "problem", "answer", "source", "level", "subject", "solution", "prompt")
 REQUIRED_FIELDS = ("id", "problem", "answer", "source")
@@ -26,6 +30,16 @@ def make_record(**fields: object) -> dict:
     if unknown:
         raise DataError(f"unknown record field(s) {sorted(unknown)}; allowed: {list(FIELD_ORDER)}")
     return {k: fields[k] for k in FIELD_ORDER if fields.get(k) is not None}
+
+
+def record_to_question(record: dict) -> dict:
+    """The `torl.question` shape of a record: its `id` becomes `question_id`, its `answer` `gold`."""
+    return make_question(record["id"], record["problem"], record["answer"])
+
+
+def question_to_record(question: dict, source: str) -> dict:
+    """A record (for a record file) holding `question`, which came from `source`."""
+    return make_record(id=question["question_id"], problem=question["problem"], answer=question["gold"], source=source)
 
 
 def read_records(path: str | Path) -> list[dict]:

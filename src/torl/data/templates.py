@@ -1,29 +1,28 @@
-"""Prompt templates the output stage can bake into records (`prompt` field).
+"""Prompts the output stage can bake into records (`prompt` field), from `torl.tir.templates`.
 
-A tiny local copy: the full registry (few-shot and chat variants) lives in torl.tir.templates,
-which sits above this package; the data stage only needs the ToRL base template by name.
-`{question}` is substituted literally, so problems full of LaTeX braces need no escaping.
+The templates are the ones training renders (one registry, so a baked prompt is exactly what the
+trainer would have built). Only text templates can be baked: a chat template needs the model's
+tokenizer, which the data stage does not have.
 """
 
 from __future__ import annotations
 
 from torl.data.records import DataError
 
-TEMPLATES = {
-    # ToRL's base-model template (GAIR-NLP/ToRL), exact text.
-    "torl": (
-        "A conversation between User and Assistant. The user asks a question, and the Assistant "
-        "solves it.\nUser: Please integrate natural language reasoning with programs to solve the "
-        "problem above, and put your final answer within \\boxed{}.\n{question}\nAssistant:\n"
-    ),
-}
-
 
 def apply_template(name: str, question: str) -> str:
-    """The prompt text for `question` under template `name`."""
-    if name not in TEMPLATES:
-        raise DataError(f"unknown prompt template {name!r}; known here: {sorted(TEMPLATES)}")
-    return TEMPLATES[name].replace("{question}", question)
+    """The prompt text for `question` under the text template `name`."""
+    # Imported here: torl.tir costs ~0.1 s, which `torl data` stages that bake no prompt need not pay.
+    from torl.tir.templates import get_template
+
+    try:
+        template = get_template(name)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    if template.kind != "text":
+        raise DataError(f"template {name!r} is a chat template and needs the model's tokenizer; "
+                        "leave `prompt` to the trainer (no --template) or pick a text template")
+    return template.render(question)
 
 
 def with_prompts(records: list[dict], template: str | None) -> list[dict]:

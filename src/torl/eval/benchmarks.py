@@ -9,7 +9,8 @@ Resolution of one name, in order:
    the working directory, when one exists;
 3. a known name's Hugging Face dataset (`HF_BENCHMARKS`), loaded with ``datasets.load_dataset``.
 
-Every benchmark comes out as a list of ``{"id", "problem", "answer"}`` dicts.
+Every benchmark comes out as a list of questions, ``{"question_id", "problem", "gold"}``
+(`torl.question`), the shape training uses too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from torl.cli import UserError
+from torl.errors import UserError
+from torl.question import make_question
 
 PROBLEM_COLUMNS = ("problem", "question", "Problem", "Question", "prompt")
 ANSWER_COLUMNS = ("answer", "final_answer", "gold", "Answer", "expected_answer")
@@ -169,5 +171,5 @@ def _normalize(rows: list[dict], source: str, problem_column, answer_column, id_
         if qid in seen:
             qid = f"{qid}#{i}"  # keep every row distinct: resuming keys on the id
         seen.add(qid)
-        out.append({"id": qid, "problem": str(row[problem]), "answer": _single(gold)})
+        out.append(make_question(qid, row[problem], _single(gold)))
     return out

@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("--benchmarks", default="aime24,amc23,math500,minerva_math,olympiadbench",
                    help="comma-separated names (local data dir or HF hub) or .jsonl/.parquet/.csv paths")
     p.add_argument("--max-tool-calls", type=int, help="C: executed code calls per response (0 = none; default 1)")
+    p.add_argument("--call-trigger", choices=("output_fence", "block_close"),
+                   help="what runs a code block: the model's ```output (ToRL, default) or its closing fence")
     p.add_argument("--n", type=int, default=1, help="K samples per problem (K > 1 reports avg@K and pass@K)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -38,6 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--sandbox-url", help="use a remote sandbox server instead of the local sandbox")
     p.add_argument("--exec-timeout", type=float, help="seconds per code call (default 10)")
     p.add_argument("--label", help="row name in the results table (default: --model)")
+    p.add_argument("--tools-off-baseline", action="store_true",
+                   help="also run every question with C = 0 (no interpreter), into OUT/tools_off, and report both "
+                        "accuracies and their difference per benchmark")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -53,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvalConfig(
         model=args.model, run=args.run, benchmarks=[b.strip() for b in args.benchmarks.split(",") if b.strip()], out_dir=out,
         engine=args.engine, base_url=args.base_url, api_key=args.api_key, tokenizer=args.tokenizer, template=args.template,
-        max_tool_calls=args.max_tool_calls, n=args.n, temperature=args.temperature, top_p=args.top_p,
+        max_tool_calls=args.max_tool_calls, call_trigger=args.call_trigger, n=args.n, temperature=args.temperature, top_p=args.top_p,
         max_tokens=args.max_tokens, limit=args.limit, data_dir=args.data_dir, problem_column=args.problem_column,
         answer_column=args.answer_column, reward_scheme=args.reward_scheme, seed=args.seed,
         concurrency=args.concurrency, sandbox_url=args.sandbox_url, exec_timeout=args.exec_timeout,
-        model_label=args.label,
+        model_label=args.label, tools_off_baseline=args.tools_off_baseline,
     )
     summary = run_eval(cfg, progress=not args.quiet)
     print_summary(summary, out)

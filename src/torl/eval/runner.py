@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from torl.cli import UserError
+from torl.errors import UserError
 from torl.eval.benchmarks import load_benchmark, resolve_benchmark
 from torl.eval.store import TrajectoryLog, row_key
+from torl.tir.seeds import derive_seed
 from torl.tir.task import TaskSpec, run_model
-
-TOKEN_LISTS = ("prompt_ids", "completion_ids", "loss_mask", "logprobs")
+from torl.tir.trajectory import compact_trajectory
 
 
 @dataclasses.dataclass
@@ -34,6 +33,7 @@ class EvalConfig:
     # Task-spec overrides (None = the run's value, or TaskSpec's default: ToRL's protocol, C = 1).
     template: str | None = None
     max_tool_calls: int | None = None
+    call_trigger: str | None = None       # output_fence (ToRL) | block_close
     max_tokens: int | None = None         # response budget, interpreter tokens included
     exec_timeout: float | None = None
     reward_scheme: str | None = None
@@ -48,6 +48,7 @@ class EvalConfig:
     concurrency: int = 32
     sandbox_url: str | None = None        # a `torl sandbox serve` / SandboxFusion server instead of the local sandbox
     model_label: str | None = None        # the table's row name (default: the model name)
+    tools_off_baseline: bool = False      # also run every question at C = 0 (see torl.eval.tools_off)
     task: TaskSpec = dataclasses.field(init=False)
     task_overrides: dict = dataclasses.field(init=False)
 
@@ -59,8 +60,8 @@ class EvalConfig:
         try:
             base = TaskSpec.load(self.run) if self.run else TaskSpec()
             self.task, self.task_overrides = base.override(
-                template=self.template, max_tool_calls=self.max_tool_calls, max_response_tokens=self.max_tokens,
-                exec_timeout_s=self.exec_timeout, reward_scheme=self.reward_scheme)
+                template=self.template, max_tool_calls=self.max_tool_calls, call_trigger=self.call_trigger,
+                max_response_tokens=self.max_tokens, exec_timeout_s=self.exec_timeout, reward_scheme=self.reward_scheme)
             if self.model is None:
                 if not self.run:
                     raise ValueError("name the model to evaluate: --model M, or --run RUN_DIR for a training run's")
@@ -73,6 +74,17 @@ class EvalConfig:
             raise UserError("--n > 1 with greedy decoding repeats one sample; set --temperature > 0 (e.g. 0.6)")
         if not self.benchmarks:
             raise UserError("--benchmarks is empty; name at least one benchmark")
+        if self.tools_off_baseline and self.task.max_tool_calls == 0:
+            raise UserError("--tools-off-baseline compares with C = 0, but this eval already runs with "
+                            "max_tool_calls = 0; drop one of the two")
+
+    def tools_off(self) -> EvalConfig:
+        """The same eval with the interpreter off (C = 0), in its own dir `<out_dir>/tools_off`."""
+        from torl.eval.tools_off import TOOLS_OFF_DIR
+
+        return dataclasses.replace(self, max_tool_calls=0, tools_off_baseline=False,
+                                   out_dir=str(Path(self.out_dir) / TOOLS_OFF_DIR),
+                                   model_label=f"{self.model_label or self.model} (tools off)")
 
     def settings(self) -> dict:
         """What the results record: the flat keys tables and resume checks read come from the task."""
@@ -85,17 +97,9 @@ class EvalConfig:
         return d
 
 
-def compact(trajectory: dict) -> dict:
-    """The trajectory without its token lists (their lengths kept), as in training sample dumps."""
-    out = {k: v for k, v in trajectory.items() if k not in TOKEN_LISTS}
-    out["prompt_tokens"] = len(trajectory.get("prompt_ids") or [])
-    out["completion_tokens"] = len(trajectory.get("completion_ids") or [])
-    return out
-
-
 def sample_seed(seed: int, benchmark: str, question_id: str, sample: int) -> int:
     """Per-sample seed independent of scheduling order, so a resumed eval samples the same thing."""
-    return (seed * 1_000_003 + zlib.crc32(f"{benchmark}/{question_id}".encode()) + sample * 7919) % 2**31
+    return derive_seed(seed, benchmark, str(question_id), sample)
 
 
 def load_all(cfg: EvalConfig) -> dict[str, list[dict]]:
@@ -123,24 +127,35 @@ def run_eval(
     `build_sandbox`); `scorer(text, gold, calls) -> RewardResult` defaults to `torl.reward.score`.
     """
     from torl.eval.summary import summarize, write_outputs
+    from torl.eval.tools_off import tools_off_comparison
 
     benchmarks = load_all(cfg)
-    log = TrajectoryLog(cfg.out_dir)
-    log.open(cfg.settings())
+    # The tools-off baseline is a second eval (own dir, own resume) sharing the engine with the main one.
+    evals = [cfg, cfg.tools_off()] if cfg.tools_off_baseline else [cfg]
+    logs = [TrajectoryLog(e.out_dir) for e in evals]
     try:
-        done = log.done()
-        todo = [(name, problem, s) for name, problems in benchmarks.items() for problem in problems
-                for s in range(cfg.n) if (name, problem["id"], s) not in done]
-        if todo:
-            asyncio.run(_sample_all(cfg, todo, log, engine_factory or build_engine,
-                                    sandbox_factory or build_sandbox, scorer or _default_scorer(cfg), progress))
+        jobs = []
+        for e, log in zip(evals, logs):
+            log.open(e.settings())
+            done = log.done()
+            todo = [(name, problem, s) for name, problems in benchmarks.items() for problem in problems
+                    for s in range(e.n) if (name, problem["question_id"], s) not in done]
+            if todo:
+                jobs.append((e, todo, log))
+        if jobs:
+            asyncio.run(_sample_all(jobs, engine_factory or build_engine, sandbox_factory or build_sandbox,
+                                    scorer or _default_scorer(cfg), progress))
     finally:
-        log.close()
-    wanted = {(name, p["id"], s) for name, problems in benchmarks.items() for p in problems for s in range(cfg.n)}
-    rows = [r for r in log.rows() if row_key(r) in wanted]
-    summary = summarize(rows, cfg)
-    write_outputs(summary, rows, Path(cfg.out_dir))
-    return summary
+        for log in logs:
+            log.close()
+    wanted = {(name, p["question_id"], s) for name, problems in benchmarks.items() for p in problems for s in range(cfg.n)}
+    finished = [(e, [r for r in log.rows() if row_key(r) in wanted]) for e, log in zip(evals, logs)]
+    summaries = [summarize(rows, e) for e, rows in finished]
+    if cfg.tools_off_baseline:
+        summaries[0]["tools_off_baseline"] = tools_off_comparison(summaries[0], summaries[1], evals[1].out_dir)
+    for summary, (e, rows) in zip(summaries, finished):
+        write_outputs(summary, rows, Path(e.out_dir))
+    return summaries[0]
 
 
 def _default_scorer(cfg: EvalConfig):
@@ -152,13 +167,16 @@ def _default_scorer(cfg: EvalConfig):
     return scorer
 
 
-async def _sample_all(cfg, todo, log: TrajectoryLog, engine_factory, sandbox_factory, scorer, progress) -> None:
+async def _sample_all(jobs, engine_factory, sandbox_factory, scorer, progress) -> None:
+    """Run each (cfg, todo, log) job in turn on one engine (and one sandbox, if any job uses tools)."""
+    cfg = jobs[0][0]
     template = cfg.task.prompt_template()
     sandbox = engine = None
     try:
-        sandbox = await sandbox_factory(cfg) if cfg.task.max_tool_calls > 0 else None
+        sandbox = await sandbox_factory(cfg) if any(c.task.max_tool_calls > 0 for c, _, _ in jobs) else None
         engine = await engine_factory(cfg)
-        await _sample_with(cfg, todo, log, template, engine, sandbox, scorer, progress)
+        for job_cfg, todo, log in jobs:
+            await _sample_with(job_cfg, todo, log, template, engine, sandbox, scorer, progress)
     finally:
         if engine is not None:
             await engine.aclose()
@@ -178,24 +196,24 @@ async def _sample_with(cfg, todo, log: TrajectoryLog, template, engine, sandbox,
 
     async def one(name: str, problem: dict, sample: int) -> None:
         async with gate:
-            key = (name, problem["id"])
+            key = (name, problem["question_id"])
             if key not in prompts:
                 try:
                     prompts[key] = template.encode(problem["problem"], engine.tokenizer)
                 except ValueError as e:  # e.g. a chat template on a tokenizer without one
                     raise UserError(str(e)) from None
-            config = dataclasses.replace(rollout_config, seed=sample_seed(cfg.seed, name, problem["id"], sample))
+            config = dataclasses.replace(rollout_config, seed=sample_seed(cfg.seed, name, problem["question_id"], sample))
             traj = (await rollout(engine, sandbox, prompts[key], config)).to_dict()
         # Checking runs in worker processes; a thread keeps the event loop generating meanwhile.
-        result = None if traj["sandbox_error"] else await asyncio.to_thread(scorer, traj["text"], problem["answer"], traj["calls"])
+        result = None if traj["sandbox_error"] else await asyncio.to_thread(scorer, traj["text"], problem["gold"], traj["calls"])
         log.append({
-            "benchmark": name, "question_id": problem["id"], "sample": sample,
-            "problem": problem["problem"], "gold": problem["answer"],
+            "benchmark": name, "question_id": problem["question_id"], "sample": sample,
+            "problem": problem["problem"], "gold": problem["gold"],
             "correct": None if result is None else bool(result.correct),
             "reward": None if result is None else float(result.reward),
             "extracted": None if result is None else result.extracted,
             "reason": "sandbox_error" if result is None else result.reason,
-            "trajectory": compact(traj),
+            "trajectory": compact_trajectory(traj),
         })
         bar.update(1)
 

@@ -11,34 +11,51 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from torl.cli import UserError
+from torl.errors import UserError
+from torl.run_layout import EvalLayout
 
 Key = tuple[str, str, int]
 
-# Settings that change what a sample means: resuming with different ones would mix two evals.
-FINGERPRINT_KEYS = ("model", "template", "max_tool_calls", "temperature", "top_p", "max_tokens", "seed")
+# Settings that change what a sample means: resuming with different ones would mix two evals. `task`
+# is the whole `TaskSpec.to_dict()` (template, C, sandbox limits, observation length, reward...), so
+# a field added to the task spec is covered without being listed here.
+FINGERPRINT_KEYS = ("model", "temperature", "top_p", "seed", "task")
 
 
 def row_key(row: dict) -> Key:
     return row["benchmark"], str(row["question_id"]), int(row["sample"])
 
 
+def fingerprint_changes(old: dict, new: dict) -> list[str]:
+    """`key: old -> new` for every fingerprint setting that differs; task fields one by one (`task.max_tool_calls: 1 -> 2`)."""
+    changes = []
+    for key in FINGERPRINT_KEYS:
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            changes += [f"{key}.{f}: {before.get(f)!r} -> {after.get(f)!r}"
+                        for f in sorted(set(before) | set(after)) if before.get(f) != after.get(f)]
+        elif before != after:  # also an old eval dir that recorded no task spec: we cannot tell, so refuse
+            changes.append(f"{key}: {before!r} -> {after!r}")
+    return changes
+
+
 class TrajectoryLog:
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
-        self.path = self.out_dir / "trajectories.jsonl"
-        self.config_path = self.out_dir / "config.json"
+        layout = EvalLayout(out_dir)
+        self.path = layout.trajectories
+        self.config_path = layout.config
         self._file = None
 
     def open(self, settings: dict) -> None:
         """Create the dir or check it holds an eval with the same settings; repair a torn last line."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.config_path.exists():
-            old = json.loads(self.config_path.read_text())
-            diff = [k for k in FINGERPRINT_KEYS if old.get(k) != settings.get(k)]
-            if diff:
-                changes = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in diff)
-                raise UserError(f"{self.out_dir} holds an eval with other settings ({changes}); use another --out")
+            as_stored = json.loads(json.dumps(settings))  # tuples become lists, as in the file
+            changes = fingerprint_changes(json.loads(self.config_path.read_text()), as_stored)
+            if changes:
+                raise UserError(f"{self.out_dir} holds an eval with other settings ({', '.join(changes)}); "
+                                "use another --out")
         self.config_path.write_text(json.dumps(settings, indent=2) + "\n")
         self._repair()
         self._file = self.path.open("a", encoding="utf-8")

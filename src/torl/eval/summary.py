@@ -5,7 +5,9 @@ Files written next to ``trajectories.jsonl``:
 - ``results.json``: settings, per-benchmark scores (accuracy = avg@k, pass@k, counts, sandbox
   errors) and the unweighted average over benchmarks;
 - ``results.md``: the table in ToRL's layout (rows = model, columns = benchmarks + Average);
-- ``analytics.json`` / ``analytics.md``: `torl.analysis` behaviour metrics per benchmark.
+- ``analytics.json`` / ``analytics.md``: `torl.analysis` behaviour metrics per benchmark;
+- with ``--tools-off-baseline``: ``tools_off/`` (the same eval at C = 0, a complete eval dir of its
+  own) and a ``tools_off_baseline`` entry in results.json / a table in results.md (`tools_off.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from torl.analysis.tables import (
     table_rows,
 )
 from torl.eval.accuracy import benchmark_scores
+from torl.eval.tools_off import comparison_table
+from torl.run_layout import EvalLayout
 
 # The analytics rows shown in analytics.md (all of them are in analytics.json).
 ANALYTICS_SHOWN = ("accuracy", "code_ratio", "pass_ratio", "calls_per_response", "skipped_calls",
@@ -101,6 +105,10 @@ def results_markdown(summary: dict) -> str:
         f"{summary['k']} sample(s) per problem, max {settings['max_tokens']} tokens, engine {settings['engine']}.\n"
     )
     parts += [f"- {line}\n" for line in notes(summary)]
+    if "tools_off_baseline" in summary:
+        title, header, rows = comparison_table(summary["tools_off_baseline"], summary["k"])
+        parts.append(f"### {title}\n\n" + markdown_table(header, rows)
+                     + f"\nThe tools-off eval's own results: `{summary['tools_off_baseline']['out_dir']}`.\n")
     return "\n".join(parts)
 
 
@@ -120,11 +128,12 @@ def _fmt(value) -> str:
 
 
 def write_outputs(summary: dict, rows: list[dict], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "analytics"}, indent=2) + "\n")
-    (out_dir / "results.md").write_text(results_markdown(summary))
-    (out_dir / "analytics.json").write_text(json.dumps(summary["analytics"], indent=2) + "\n")
-    (out_dir / "analytics.md").write_text(analytics_markdown(summary))
+    out = EvalLayout(out_dir)
+    out.root.mkdir(parents=True, exist_ok=True)
+    out.results.write_text(json.dumps({k: v for k, v in summary.items() if k != "analytics"}, indent=2) + "\n")
+    out.results_table.write_text(results_markdown(summary))
+    out.analytics.write_text(json.dumps(summary["analytics"], indent=2) + "\n")
+    out.analytics_table.write_text(analytics_markdown(summary))
 
 
 def print_summary(summary: dict, out_dir: str | Path) -> None:
@@ -139,6 +148,14 @@ def print_summary(summary: dict, out_dir: str | Path) -> None:
         for i, h in enumerate(header):
             table.add_column(h, justify="left" if i == 0 else "right")
         table.add_row(*cells)
+        console.print(table)
+    if "tools_off_baseline" in summary:
+        title, header, rows = comparison_table(summary["tools_off_baseline"], summary["k"])
+        table = Table(title=title)
+        for i, h in enumerate(header):
+            table.add_column(h, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
         console.print(table)
     for line in notes(summary):
         console.print(f"[yellow]note:[/yellow] {line}", highlight=False)

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from torl.cli import UserError
+    from torl.errors import UserError
     from torl.reward import DEFAULT_TIMEOUT_S, VerifierUnavailable, check
     from torl.reward.extract import extract_graded_answer
 

@@ -25,10 +25,10 @@ from collections.abc import Iterable
 
 from torl.reward.extract import extract_graded_answer
 from torl.reward.pool import DEFAULT_TIMEOUT_S, default_pool
+from torl.sandbox.result import FAILED_STATUSES, ExecStatus
 
-_PASSED = "ok"
-_OURS = "sandbox_error"
-_FAILED = {"error", "timeout", "memory", "output_limit"}
+_PASSED = ExecStatus.OK.value
+_OURS = ExecStatus.SANDBOX_ERROR.value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +96,7 @@ def call_status(call) -> str:
         result = getattr(call, "result", call)
         status = getattr(result, "status", None)
     status = getattr(status, "value", status)  # ExecStatus is a str enum
-    if status not in _FAILED and status not in (_PASSED, _OURS):
+    if status not in FAILED_STATUSES and status not in (_PASSED, _OURS):
         raise ValueError(f"call has no recognizable status ({status!r}); expected an ExecResult or a dict "
                          f"with 'status' in ok/error/timeout/memory/output_limit/sandbox_error")
     return str(status)
@@ -104,7 +104,7 @@ def call_status(call) -> str:
 
 def count_failed_calls(calls: Iterable | None) -> int:
     """Calls whose code did not run cleanly; `sandbox_error` (our failure) does not count."""
-    return sum(call_status(c) in _FAILED for c in (calls or ()))
+    return sum(call_status(c) in FAILED_STATUSES for c in (calls or ()))
 
 
 def score(response_text: str, gold: str, scheme: str = "torl", *, calls: Iterable | None = None,

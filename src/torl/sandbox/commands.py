@@ -54,7 +54,7 @@ def _register_serve(sub) -> None:
         serve = sub.add_parser("serve", help="HTTP sandbox server (unavailable: see `torl sandbox serve`)")
 
         def unavailable(args) -> int:
-            from torl.cli import UserError
+            from torl.errors import UserError
             raise UserError(f"`torl sandbox serve` is unavailable because torl.sandbox.server failed to import "
                             f"({reason}); reinstall torl with its dependencies (pip install -e .)")
 
@@ -82,7 +82,7 @@ def _config(args, workers_default: int):
 
 
 def _read_sources(files: list[str]) -> list[tuple[str, str]]:
-    from torl.cli import UserError
+    from torl.errors import UserError
 
     sources = []
     for name in files:
@@ -98,7 +98,7 @@ def _read_sources(files: list[str]) -> list[tuple[str, str]]:
 
 
 def cmd_exec(args) -> int:
-    from torl.cli import UserError
+    from torl.errors import UserError
     from torl.sandbox import (
         InvalidCode,
         LocalSandbox,
@@ -131,7 +131,7 @@ def cmd_exec(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from torl.cli import UserError
+    from torl.errors import UserError
     from torl.sandbox import LocalSandbox, SandboxUnavailable
 
     async def go():
@@ -154,7 +154,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from torl.cli import UserError
+    from torl.errors import UserError
     from torl.sandbox import LocalSandbox, SandboxUnavailable, format_observation
 
     async def go():

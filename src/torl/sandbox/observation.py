@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import re
 
+from torl.errors import SandboxFailure
 from torl.sandbox.result import ExecResult, ExecStatus
 
 CODE_FILENAME = "<code>"
 _FRAME = re.compile(r'^  File "(?P<file>[^"]*)", line \d+')
 _TRACEBACK_START = "Traceback (most recent call last):"
 _USER_FRAMES_KEPT = 6
-
-
-class SandboxFailure(RuntimeError):
-    """Raised for a SANDBOX_ERROR result: count it and stop or retry; never show it to the model."""
 
 
 _LIMIT_TEXT = {

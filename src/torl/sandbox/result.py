@@ -16,6 +16,12 @@ class ExecStatus(str, enum.Enum):
     SANDBOX_ERROR = "sandbox_error"    # OUR failure (worker died, isolation broke...), never the code's
 
 
+# The statuses where the model's CODE failed (the model sees it and may fix it), as plain strings so
+# trajectory dicts read from JSON compare too. SANDBOX_ERROR is ours, never the code's: not here.
+FAILED_STATUSES = frozenset(s.value for s in (ExecStatus.ERROR, ExecStatus.TIMEOUT, ExecStatus.MEMORY,
+                                              ExecStatus.OUTPUT_LIMIT))
+
+
 @dataclasses.dataclass
 class ExecResult:
     status: ExecStatus

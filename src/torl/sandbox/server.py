@@ -647,7 +647,7 @@ def _field_default(field: "dataclasses.Field") -> Any:
 
 
 def _serve_command(args: argparse.Namespace) -> int:
-    from torl.cli import UserError
+    from torl.errors import UserError
     from torl.sandbox.config import SandboxConfig
 
     overrides = {k.removeprefix("config_"): v for k, v in vars(args).items()
@@ -684,7 +684,7 @@ def _serve_command(args: argparse.Namespace) -> int:
 async def _serve_local(config: Any, sock: socket.socket, *, max_request_bytes: int, log_level: str,
                        token: str | None = None, read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
                        session_ttl_s: float | None = DEFAULT_SESSION_TTL_S) -> None:
-    from torl.cli import UserError
+    from torl.errors import UserError
     from torl.sandbox.local import LocalSandbox
 
     sandbox = LocalSandbox(config)

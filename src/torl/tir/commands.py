@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--base-url", default=None, help="openai engine: the server's /v1 URL")
     p.add_argument("--template", default=None, help="prompt template name (torl, torl_think, torl_fewshot, chat)")
     p.add_argument("--max-tool-calls", type=int, default=None, help="C (default 1)")
+    p.add_argument("--call-trigger", default=None, choices=("output_fence", "block_close"),
+                   help="what runs a code block: the model's ```output (ToRL, default) or its closing fence")
     p.add_argument("--max-tokens", type=int, default=None, help="response budget, interpreter tokens included")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
@@ -29,12 +31,12 @@ def register(subparsers) -> None:
 
 
 def run_rollout(args: argparse.Namespace) -> int:
-    from torl.cli import UserError
+    from torl.errors import UserError
     from torl.tir.task import TaskSpec, run_model
 
     try:
         base = TaskSpec.load(args.run) if args.run else TaskSpec()
-        task, _ = base.override(template=args.template, max_tool_calls=args.max_tool_calls,
+        task, _ = base.override(template=args.template, max_tool_calls=args.max_tool_calls, call_trigger=args.call_trigger,
                                 max_response_tokens=args.max_tokens)
         args.model = args.model or (run_model(args.run) if args.run else "smollm2-135m")
     except ValueError as e:
@@ -52,9 +54,9 @@ def run_rollout(args: argparse.Namespace) -> int:
 
 
 async def _rollout(args, task):
-    from torl.cli import UserError
     from torl.engines import make_engine
     from torl.engines.models import ModelNotFound
+    from torl.errors import UserError
     from torl.sandbox.local import LocalSandbox
     from torl.tir.loop import rollout
 

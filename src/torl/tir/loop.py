@@ -3,10 +3,16 @@
 One `rollout` call is one trajectory and one asyncio task; `rollout_many` gathers them. Batching
 lives inside the engine, so a trajectory waiting on the sandbox never holds the others back.
 
-Protocol (ToRL's): generation stops at the model-written ```` ```output ````. If that turn holds a
-complete ```` ```python ```` block, the LAST one runs and the loop appends whatever part of
+Protocol (ToRL's, ``call_trigger="output_fence"``): generation stops at the model-written
+```` ```output ````. If the model's text since the last observation holds a complete
+```` ```python ```` block, the LAST one runs and the loop appends whatever part of
 ``"```output\\n<observation>\\n```\\n"`` the model did not already write, tokenized on its own
 (mask 0), then generates again. An incomplete block runs nothing: generation just continues.
+
+``call_trigger="block_close"`` also runs a block as soon as its closing fence line (``"\\n```\\n"``)
+is written, so a model that never learned to write ```` ```output ```` still gets its code run;
+the loop then appends the whole ``"```output\\n<observation>\\n```\\n"`` (mask 0). A fence that
+closes no ```` ```python ```` block (an opener, another language) just lets generation continue.
 After C executed calls the stop string is dropped and what the model writes is its own text
 (complete blocks in it are recorded as skipped, never run). The response budget
 (`max_response_tokens`) counts interpreter tokens too, like ToRL: an observation that does not
@@ -25,16 +31,16 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 from torl.engines.base import Engine, SamplingParams
+from torl.errors import SandboxFailure
 from torl.sandbox.base import Sandbox
 from torl.sandbox.result import ExecResult, ExecStatus
-from torl.tir.parsing import complete_python_blocks
+from torl.tir.parsing import closes_python_block, complete_python_blocks
+from torl.tir.seeds import derive_seed
 from torl.tir.trajectory import SkippedCall, ToolCall, Trajectory
 
 OUTPUT_FENCE = "```output"
-
-
-class SandboxFailure(RuntimeError):
-    """The sandbox failed on our side and the policy says to stop (`on_sandbox_error="raise"`)."""
+BLOCK_CLOSE = "\n```\n"  # a fence line: closes the open ```python block, if there is one
+CALL_TRIGGERS = ("output_fence", "block_close")
 
 
 @dataclasses.dataclass
@@ -44,13 +50,14 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1
-    seed: int | None = None               # per-trajectory seeds derive from it (rollout_many: seed + index)
+    seed: int | None = None               # per-trajectory/turn seeds derive from it (torl.tir.seeds)
     logprobs: bool = True
     max_observation_chars: int = 512     # observation head+tail truncation (by format_observation)
     exec_timeout: float | None = None     # per-call limits passed to the sandbox (None = its defaults)
     exec_memory_mb: int | None = None
     stop_strings: tuple[str, ...] = ()    # extra strings that end the trajectory (e.g. "\nUser:" after few-shot)
     session: bool = False                 # True: one interpreter session per trajectory (Jupyter-like)
+    call_trigger: str = "output_fence"    # what runs a block: "output_fence" (ToRL) | "block_close"
     on_sandbox_error: str = "mark"        # "mark" (end + flag the trajectory) | "raise"
     sandbox_retries: int = 1              # re-runs of a call that hit SANDBOX_ERROR before the policy applies
     # (result, max_chars) -> observation text; None = torl.sandbox.observation.format_observation
@@ -61,6 +68,8 @@ class RolloutConfig:
             raise ValueError("max_tool_calls must be >= 0 (0 = plain reasoning without tools)")
         if self.max_response_tokens < 1:
             raise ValueError("max_response_tokens must be >= 1")
+        if self.call_trigger not in CALL_TRIGGERS:
+            raise ValueError(f"call_trigger must be one of {', '.join(CALL_TRIGGERS)}, not {self.call_trigger!r}")
         if self.on_sandbox_error not in ("mark", "raise"):
             raise ValueError(f"on_sandbox_error must be 'mark' or 'raise', not {self.on_sandbox_error!r}")
 
@@ -96,7 +105,13 @@ async def rollout(
     return traj
 
 
+def call_stops(trigger: str) -> tuple[str, ...]:
+    """The stop strings that can trigger a tool call under `trigger`."""
+    return (OUTPUT_FENCE,) if trigger == "output_fence" else (OUTPUT_FENCE, BLOCK_CLOSE)
+
+
 async def _run_turns(engine, sandbox, tokenizer, traj: Trajectory, config: RolloutConfig, session) -> None:
+    triggers = call_stops(config.call_trigger)
     while True:
         remaining = config.max_response_tokens - len(traj.completion_ids)
         if remaining <= 0:
@@ -108,26 +123,28 @@ async def _run_turns(engine, sandbox, tokenizer, traj: Trajectory, config: Rollo
             temperature=config.temperature,
             top_p=config.top_p,
             top_k=config.top_k,
-            stop=((OUTPUT_FENCE,) if calls_left > 0 else ()) + tuple(config.stop_strings),
-            seed=None if config.seed is None else (config.seed * 7919 + traj.num_turns) % 2**31,
+            stop=(triggers if calls_left > 0 else ()) + tuple(config.stop_strings),
+            seed=derive_seed(config.seed, "turn", traj.num_turns),
             logprobs=config.logprobs,
         )
         gen = await engine.generate(traj.prompt_ids + traj.completion_ids, params)
         if not gen.token_ids:
             raise RuntimeError(f"{type(engine).__name__} returned no tokens for a request with max_tokens={remaining}")
         traj.num_turns += 1
-        turn_text = tokenizer.decode(gen.token_ids, skip_special_tokens=True)
         _append(traj, gen.token_ids, gen.logprobs, mask=1)
-        traj.segments.append({"kind": "model", "text": turn_text})
+        turn_text = _add_model_text(traj, tokenizer.decode(gen.token_ids, skip_special_tokens=True))
         blocks = complete_python_blocks(turn_text)
 
-        if not (calls_left > 0 and gen.finish_reason == "stop" and gen.stop_reason == OUTPUT_FENCE):
-            # Final turn: EOS or the budget. Blocks written here never run.
+        triggered = calls_left > 0 and gen.finish_reason == "stop" and gen.stop_reason in triggers
+        if not triggered:
+            # Final turn: EOS, an extra stop string or the budget. Blocks written here never run.
             reason = "over_budget" if calls_left == 0 else "not_requested"
             traj.skipped_calls += [SkippedCall(code, reason) for code in blocks]
             traj.truncated = gen.finish_reason == "length"
             traj.finish_reason = "length" if traj.truncated else "stop"
             return
+        if gen.stop_reason == BLOCK_CLOSE and not closes_python_block(turn_text, turn_text.rfind(BLOCK_CLOSE)):
+            continue  # an opener or another language's fence: nothing to run yet
         if not blocks:
             continue  # asked for output without a complete block: nothing to run, keep generating
 
@@ -144,7 +161,7 @@ async def _run_turns(engine, sandbox, tokenizer, traj: Trajectory, config: Rollo
         formatter = config.observation_formatter or _default_formatter()
         # Trailing newlines would leave a blank line before the closing fence (ToRL strips them).
         observation = formatter(result, config.max_observation_chars).rstrip("\n")
-        appended = _observation_suffix(turn_text, observation)
+        appended = _observation_suffix(turn_text, observation, gen.stop_reason)
         ids = list(tokenizer(appended, add_special_tokens=False).input_ids)
         room = config.max_response_tokens - len(traj.completion_ids)
         cut = len(ids) > room
@@ -158,6 +175,16 @@ async def _run_turns(engine, sandbox, tokenizer, traj: Trajectory, config: Rollo
             return
 
 
+def _add_model_text(traj: Trajectory, text: str) -> str:
+    """Append model text; a generation resumed without an observation extends the same segment.
+    Returns the model's text since the last observation (where blocks are looked for)."""
+    if traj.segments and traj.segments[-1]["kind"] == "model":
+        traj.segments[-1]["text"] += text
+    else:
+        traj.segments.append({"kind": "model", "text": text})
+    return traj.segments[-1]["text"]
+
+
 async def _execute(sandbox: Sandbox, code: str, config: RolloutConfig, session, traj: Trajectory) -> ExecResult:
     for _attempt in range(config.sandbox_retries + 1):
         result = await sandbox.run(code, timeout=config.exec_timeout, memory_mb=config.exec_memory_mb, session=session)
@@ -167,19 +194,25 @@ async def _execute(sandbox: Sandbox, code: str, config: RolloutConfig, session, 
     return result
 
 
-def _observation_suffix(turn_text: str, observation: str) -> str:
+def _observation_suffix(turn_text: str, observation: str, stop: str) -> str:
     """What to append so the text reads "```output\\n<observation>\\n```\\n".
 
-    The stop can end mid-token (a sampled token "output\\n" carries the newline; rarely more), so
-    the model may already have written the start of the block: append only the rest. If what it
-    wrote after the fence is not a prefix of the block, keep it and open the observation on a
-    new line -- its own tokens are never altered.
+    After the model's own ```` ```output ```` only the rest of the block is appended; after a
+    closing fence (block_close) the whole block is. The stop can end mid-token (a sampled token
+    "output\\n" carries the newline; rarely more), so the model may already have written the start
+    of what follows: append only the rest. If what it wrote after the stop is not a prefix of the
+    block, keep it and open the observation on a new line -- its own tokens are never altered.
     """
-    tail = turn_text[turn_text.rfind(OUTPUT_FENCE) + len(OUTPUT_FENCE):]
-    block = "\n" + observation + "\n```\n"
+    if stop == OUTPUT_FENCE:
+        tail = turn_text[turn_text.rfind(OUTPUT_FENCE) + len(OUTPUT_FENCE):]
+        block = "\n" + observation + "\n```\n"
+    else:
+        tail = turn_text[turn_text.rfind(BLOCK_CLOSE) + len(BLOCK_CLOSE):]
+        block = OUTPUT_FENCE + "\n" + observation + "\n```\n"
     if block.startswith(tail):
         return block[len(tail):]
-    return ("" if tail.endswith("\n") else "\n") + observation + "\n```\n"
+    fresh = block if block.startswith("\n") else "\n" + block
+    return fresh[1:] if tail.endswith("\n") else fresh
 
 
 def _append(traj: Trajectory, ids: Sequence[int], logprobs: Sequence[float] | None, *, mask: int) -> None:
@@ -203,7 +236,7 @@ async def rollout_many(
 ) -> list[Trajectory]:
     """Run one trajectory per prompt concurrently (one task each), results in prompt order.
 
-    Per-trajectory seeds are ``config.seed + index`` so repeated prompts sample differently.
+    Each trajectory's seed derives from ``config.seed`` and its index, so repeated prompts sample differently.
     If one trajectory raises (sandbox unavailable, SandboxFailure), the others are cancelled.
     """
     if metadata is not None and len(metadata) != len(prompts):
@@ -215,7 +248,7 @@ async def rollout_many(
                     engine,
                     sandbox,
                     prompt,
-                    config if config.seed is None else dataclasses.replace(config, seed=config.seed + i),
+                    dataclasses.replace(config, seed=derive_seed(config.seed, "sample", i)),
                     metadata=None if metadata is None else metadata[i],
                 )
             )

@@ -13,8 +13,8 @@ OPEN_FENCE = "```python"
 FENCE = "```"
 
 
-def complete_python_blocks(text: str) -> list[str]:
-    """Code of every closed ```` ```python ```` block in `text`, in order (each ends with a newline)."""
+def _scan(text: str) -> tuple[list[str], list[str] | None]:
+    """(code of every closed block, code lines of the block still open at the end or None)."""
     blocks: list[str] = []
     current: list[str] | None = None
     for line in text.split("\n"):
@@ -26,4 +26,15 @@ def complete_python_blocks(text: str) -> list[str]:
             current = None
         elif current is not None:
             current.append(line)
-    return blocks
+    return blocks, current
+
+
+def complete_python_blocks(text: str) -> list[str]:
+    """Code of every closed ```` ```python ```` block in `text`, in order (each ends with a newline)."""
+    return _scan(text)[0]
+
+
+def closes_python_block(text: str, fence_at: int) -> bool:
+    """Whether the fence line that starts right after ``text[fence_at]`` (a newline) closes an open
+    ```` ```python ```` block -- a block's end rather than an opener or another language's fence."""
+    return fence_at >= 0 and _scan(text[:fence_at])[1] is not None

@@ -18,9 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from torl.tir.loop import RolloutConfig
-
-SPEC_FILE = "task_spec.json"
+from torl.run_layout import RunLayout
+from torl.tir.loop import CALL_TRIGGERS, RolloutConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +33,7 @@ class TaskSpec:
     exec_timeout_s: float = 10.0              # wall-clock limit per code block
     exec_memory_mb: int = 1024                # memory limit per code block
     session: bool = False                     # one interpreter session per trajectory (Jupyter-like)
+    call_trigger: str = "output_fence"        # what runs a block: the model's ```output (ToRL) | block_close
     reward_scheme: str = "torl"               # torl (+1/-1) | binary | torl_exec_penalty
 
     def __post_init__(self) -> None:
@@ -44,6 +44,8 @@ class TaskSpec:
             raise ValueError("max_response_tokens and max_observation_chars must be >= 1")
         if not self.exec_timeout_s > 0 or self.exec_memory_mb < 32:
             raise ValueError("exec_timeout_s must be > 0 and exec_memory_mb >= 32")
+        if self.call_trigger not in CALL_TRIGGERS:
+            raise ValueError(f"call_trigger must be one of {', '.join(CALL_TRIGGERS)}, got {self.call_trigger!r}")
         self.prompt_template()  # an unknown template name fails here, with the known names
         from torl.reward.schemes import REWARD_SCHEMES
 
@@ -70,7 +72,8 @@ class TaskSpec:
             temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, logprobs=logprobs,
             max_observation_chars=self.max_observation_chars,
             exec_timeout=self.exec_timeout_s, exec_memory_mb=self.exec_memory_mb,
-            stop_strings=self.stop_strings, session=self.session, on_sandbox_error=on_sandbox_error)
+            stop_strings=self.stop_strings, session=self.session, call_trigger=self.call_trigger,
+            on_sandbox_error=on_sandbox_error)
 
     # -- persistence
     def to_dict(self) -> dict[str, Any]:
@@ -87,14 +90,14 @@ class TaskSpec:
         return cls(**data)
 
     def save(self, run_dir: str | Path) -> Path:
-        path = Path(run_dir) / SPEC_FILE
+        path = RunLayout(run_dir).task_spec
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod
     def load(cls, run_dir: str | Path) -> TaskSpec:
         """The spec a training run recorded; ValueError naming the file when it is missing or bad."""
-        path = Path(run_dir) / SPEC_FILE
+        path = RunLayout(run_dir).task_spec
         if not path.is_file():
             raise ValueError(f"{path} not found: is {run_dir} a torl training run directory?")
         try:
@@ -113,8 +116,7 @@ class TaskSpec:
 
 def run_model(run_dir: str | Path) -> str:
     """The model a training run produced: its last checkpoint."""
-    checkpoints = sorted(Path(run_dir, "checkpoints").glob("checkpoint-*"),
-                         key=lambda p: int(p.name.rsplit("-", 1)[1]) if p.name.rsplit("-", 1)[1].isdigit() else -1)
+    checkpoints = RunLayout(run_dir).checkpoint_dirs()
     if not checkpoints:
         raise ValueError(f"{run_dir} has no checkpoints/checkpoint-N: the run saved no model yet")
     return str(checkpoints[-1])

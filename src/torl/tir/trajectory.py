@@ -33,6 +33,9 @@
 - ``model_tokens`` / ``tool_tokens`` (int): counts of mask-1 / mask-0 tokens.
 - ``num_turns`` (int): generate() calls made.
 - ``metadata`` (dict): free-form, e.g. question id, gold answer, template name.
+
+Sample dumps and eval rows store the *compact* form, `compact_trajectory(d)`: the same dict without
+the four token lists, with ``prompt_tokens`` / ``completion_tokens`` (their lengths) instead.
 """
 
 from __future__ import annotations
@@ -41,6 +44,16 @@ import dataclasses
 from typing import Any
 
 from torl.sandbox.result import ExecResult
+
+TOKEN_LISTS = ("prompt_ids", "completion_ids", "loss_mask", "logprobs")
+
+
+def compact_trajectory(trajectory: dict) -> dict:
+    """`trajectory` (a `Trajectory.to_dict()`) without its token lists, their lengths kept: what dumps store."""
+    out = {k: v for k, v in trajectory.items() if k not in TOKEN_LISTS}
+    out["prompt_tokens"] = len(trajectory.get("prompt_ids") or [])
+    out["completion_tokens"] = len(trajectory.get("completion_ids") or [])
+    return out
 
 
 @dataclasses.dataclass

@@ -3,19 +3,15 @@
     torl train --config configs/demo-cpu.yaml [--setting value ...] [--resume]
 
 Modules: `config` (TorlConfig + TRL's GRPOConfig, validation), `data` (questions), `rollout`
-(the TRL `rollout_func` bridge to `torl.tir`), `rewards` (reward function, sample dumps),
-`metrics` (tool metrics, wall-time split, metrics.jsonl; names in METRICS.md), `engines` (which
-engine, weight sync), `session` (the live objects of one run), `trainer` (`run_training`),
-`heldout` (before/after greedy check), `run_dir` (the run directory layout).
+(the TRL `rollout_func` bridge to `torl.tir`, dynamic sampling), `rewards` (the reward function:
+scores only), `grpo` (GRPOTrainer + the after-scoring hook and the no-signal skip), `signal`
+(which groups carry gradient), `recorder` (what a step's pieces report), `reporting` (step
+metrics into TRL's log, sample dumps), `metrics` (tool metrics, wall-time split; names in
+METRICS.md), `callbacks` (metrics.jsonl, time budget, Ctrl-C), `engines` (which engine, weight
+sync), `lora` (PEFT adapters), `ranks` (which process), `session` (the live objects of one run),
+`trainer` (`run_training`), `heldout` (before/after greedy check), `run_dir` (the run directory).
 """
 
 from torl.train.config import TorlConfig, parse_train_args, validate
 
-__all__ = ["TorlConfig", "parse_train_args", "run_training", "validate"]
-
-
-def run_training(torl_cfg, grpo_cfg) -> int:
-    """Train per the config (see `torl.train.trainer.run_training`)."""
-    from torl.train.trainer import run_training as run
-
-    return run(torl_cfg, grpo_cfg)
+__all__ = ["TorlConfig", "parse_train_args", "validate"]

@@ -12,7 +12,9 @@ import glob
 from dataclasses import field
 from pathlib import Path
 
-from torl.cli import UserError
+from torl.errors import UserError
+from torl.tir.loop import CALL_TRIGGERS
+from torl.train.signal import ZERO_SIGNAL_UPDATES
 
 ENGINES = ("auto", "transformers", "vllm")
 SANDBOX_BACKENDS = ("local", "remote")
@@ -30,6 +32,24 @@ class TorlConfig:
     stop_strings: list[str] = field(
         default_factory=list,
         metadata={"help": "Extra strings that end a response (e.g. '\\nUser:' so few-shot models stop at the next turn)."},
+    )
+    call_trigger: str = field(
+        default="output_fence",
+        metadata={"help": "What runs a code block: output_fence (the model writes ```output, ToRL) | block_close "
+                          "(its closing fence)."},
+    )
+    # --- learning signal (torl.train.signal): groups whose rewards are all equal carry no gradient
+    zero_signal_updates: str = field(
+        default="coast",
+        metadata={"help": "Micro-batches without signal are never computed; on a step with no signal at all the "
+                          "optimizer coast (steps on the zero gradient, as TRL) | skip (no update) | compute (TRL as is)."},
+    )
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={"help": "DAPO dynamic sampling: replace groups without signal by groups of other prompts."},
+    )
+    dynamic_sampling_max_rounds: int = field(
+        default=2, metadata={"help": "Extra generation rounds per step at most (dynamic_sampling)."},
     )
     # --- sandbox
     sandbox: str = field(default="local", metadata={"help": "local | remote"})
@@ -66,10 +86,23 @@ class TorlConfig:
         default=None, metadata={"help": "Wall-clock budget for the training phase: save and stop when it runs out."}
     )
     resume: bool = field(default=False, metadata={"help": "Continue the run in run_dir from its last checkpoint."})
+    # --- LoRA (PEFT): torl.train.lora builds the adapter config; TRL's GRPOTrainer wraps the model
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 = full fine-tuning (no adapter)."})
+    lora_alpha: float = field(default=32.0, metadata={"help": "LoRA scaling numerator: updates scale by alpha / r."})
+    lora_dropout: float = field(
+        default=0.0, metadata={"help": "Dropout on the adapter input in training (rollouts never use it)."}
+    )
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata={"help": "Module names that get an adapter (e.g. q_proj v_proj), or all-linear (every linear "
+                          "layer but the output head)."},
+    )
+    # --- end LoRA (PEFT)
 
     def __post_init__(self) -> None:
         # CLI overrides of list fields arrive as lists of strings; a YAML scalar becomes a one-item list.
-        for name in ("train_files", "optional_train_files", "train_tasks", "eval_files", "stop_strings"):
+        for name in ("train_files", "optional_train_files", "train_tasks", "eval_files", "stop_strings",
+                     "lora_target_modules"):
             value = getattr(self, name)
             if isinstance(value, str):
                 setattr(self, name, [value])
@@ -160,6 +193,20 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
     c = torl_cfg
     if c.max_tool_calls < 0:
         raise UserError(f"max_tool_calls must be >= 0 (C, the tool-call budget), got {c.max_tool_calls}")
+    if c.call_trigger not in CALL_TRIGGERS:
+        raise UserError(f"call_trigger must be one of {', '.join(CALL_TRIGGERS)}, got {c.call_trigger!r}")
+    if c.zero_signal_updates not in ZERO_SIGNAL_UPDATES:
+        raise UserError(f"zero_signal_updates must be one of {', '.join(ZERO_SIGNAL_UPDATES)}, "
+                        f"got {c.zero_signal_updates!r}")
+    if c.dynamic_sampling_max_rounds < 0:
+        raise UserError(f"dynamic_sampling_max_rounds must be >= 0, got {c.dynamic_sampling_max_rounds}")
+    if c.dynamic_sampling:
+        per_rank = grpo_cfg.per_device_train_batch_size * (grpo_cfg.steps_per_generation
+                                                           or grpo_cfg.gradient_accumulation_steps)
+        if per_rank % grpo_cfg.num_generations:
+            raise UserError(f"dynamic_sampling needs whole groups on each process: per_device_train_batch_size x "
+                            f"steps_per_generation = {per_rank} is not a multiple of num_generations "
+                            f"({grpo_cfg.num_generations})")
     if c.engine not in ENGINES:
         raise UserError(f"engine must be one of {', '.join(ENGINES)}, got {c.engine!r}")
     if c.reward_scheme not in REWARD_SCHEMES:
@@ -182,10 +229,14 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
     if c.engine == "transformers" and _sharded_launch():
         raise UserError("engine=transformers generates with the trainer's own module, which ZeRO-3/FSDP shard "
                         "across processes; use engine=vllm (or auto) with this accelerate config")
+    if c.zero_signal_updates != "compute" and _sharded_launch():
+        raise UserError("zero_signal_updates=coast/skip cannot skip a micro-batch when ZeRO-3/FSDP shard the "
+                        "parameters; set zero_signal_updates=compute")
     if getattr(grpo_cfg, "use_vllm", False):
         raise UserError("use_vllm: torl runs its own rollout engine; set engine=vllm instead of use_vllm")
     if grpo_cfg.num_generations < 2:
         raise UserError("num_generations must be >= 2: GRPO compares samples of the same prompt")
+    _check_lora(c)
     _check_template(c.template)
     _check_model(c.model)
 
@@ -210,6 +261,23 @@ def _check_vllm_runs_on_cpu() -> None:
     if not current_platform.is_cpu():
         raise UserError("engine=vllm needs a GPU and none is visible (this vLLM is not the CPU build); "
                         "use engine=transformers on CPU")
+
+
+def _check_lora(c: TorlConfig) -> None:
+    if c.lora_r < 0:
+        raise UserError(f"lora_r must be >= 0 (0 = full fine-tuning, e.g. 16 for a LoRA adapter), got {c.lora_r}")
+    if c.lora_r == 0:
+        return
+    if not c.lora_alpha > 0:
+        raise UserError(f"lora_alpha must be > 0 (updates scale by lora_alpha / lora_r), got {c.lora_alpha}")
+    if not 0.0 <= c.lora_dropout < 1.0:
+        raise UserError(f"lora_dropout must be in [0, 1), got {c.lora_dropout}")
+    targets = c.lora_target_modules
+    if not targets or any(not t.strip() for t in targets):
+        raise UserError("lora_target_modules must name modules (e.g. q_proj v_proj) or be all-linear")
+    if "all-linear" in targets and len(targets) > 1:
+        raise UserError(f"lora_target_modules: all-linear already means every linear layer; drop the other names "
+                        f"or all-linear (got {' '.join(targets)})")
 
 
 def _check_template(name: str) -> None:

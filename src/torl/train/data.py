@@ -1,6 +1,6 @@
 """Training questions: record files and synthetic tasks → one list of questions, minus a held-out split.
 
-A question is a dict `{question_id, problem, gold}`; the trainer's dataset adds the rendered
+A question is `torl.question`'s dict `{question_id, problem, gold}`; the trainer's dataset adds the rendered
 `prompt` (TRL hands that column to our rollout function; every other column reaches the reward
 function, which is how dumps and rewards know the question id and gold answer).
 """
@@ -11,7 +11,8 @@ import glob
 import random
 import sys
 
-from torl.cli import UserError
+from torl.errors import UserError
+from torl.question import make_question
 
 
 def load_questions(cfg, seed: int) -> tuple[list[dict], list[dict]]:
@@ -56,8 +57,7 @@ def _file_questions(patterns, cfg, level_cap: int | None, limit: int | None, see
                 if level_cap is not None and int(row.get("level") or 99) > level_cap:
                     continue
                 qid = row.get(cfg.id_column, f"{path}:{i}")
-                questions.append({"question_id": str(qid), "problem": str(row[cfg.problem_column]),
-                                  "gold": str(row[cfg.answer_column])})
+                questions.append(make_question(qid, row[cfg.problem_column], row[cfg.answer_column]))
     if limit is not None and len(questions) > limit:
         questions = random.Random(seed).sample(questions, limit)
     return questions
@@ -77,13 +77,14 @@ def _read_any(path: str) -> list[dict]:
 
 
 def _synthetic_questions(kinds: list[str], n: int, seed: int, difficulty: int) -> list[dict]:
+    from torl.data.records import record_to_question
     from torl.data.synthetic import generate_tasks
 
     try:
         rows = generate_tasks(kinds, n, seed=seed, difficulty=difficulty)
     except (ValueError, KeyError) as e:
         raise UserError(f"train_tasks: {e}") from None
-    return [{"question_id": str(r["id"]), "problem": str(r["problem"]), "gold": str(r["answer"])} for r in rows]
+    return [record_to_question(r) for r in rows]
 
 
 def _check_unique(questions: list[dict]) -> None:

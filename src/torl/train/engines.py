@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from torl.cli import UserError
+from torl.errors import UserError
 
 
 def choose_engine(name: str) -> str:
@@ -100,14 +100,13 @@ def push_weights(trainer, engine, loop) -> None:
 
     Sharded training (ZeRO-3, FSDP) gathers the full tensors group by group on this (the trainer's)
     thread — gathers are collectives every rank joins in the same order — copies each group to the
-    host and stages it in the engine; the engine loads everything at the end.
+    host and stages it in the engine; the engine loads everything at the end. A LoRA policy is
+    pushed merged, under the base model's names (`torl.train.lora.weight_units`).
     """
     loop.run(engine.begin_weight_update())
     try:
-        accelerator = trainer.accelerator
-        plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-        zero3 = plugin is not None and plugin.zero_stage == 3
-        for group in full_weight_groups(accelerator.unwrap_model(trainer.model), zero3=zero3):
+        model, zero3 = policy_module(trainer)
+        for group in full_weight_groups(model, zero3=zero3):
             loop.run(engine.stage_weights(group))
     except BaseException:
         loop.run(engine.finish_weight_update(commit=False))
@@ -115,45 +114,60 @@ def push_weights(trainer, engine, loop) -> None:
     loop.run(engine.finish_weight_update())
 
 
+def policy_module(trainer):
+    """`(the trainer's policy module without DDP/DeepSpeed wrappers, whether ZeRO-3 shards it)`."""
+    accelerator = trainer.accelerator
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return accelerator.unwrap_model(trainer.model), plugin is not None and plugin.zero_stage == 3
+
+
 def full_weight_groups(model, *, zero3: bool = False, group_bytes: int = GATHER_GROUP_BYTES):
-    """Yield lists of (HF name, full host tensor) covering every parameter of the (unwrapped) policy.
+    """Yield lists of (HF name, full host tensor) covering every tensor of a plain checkpoint of the policy.
 
     Plain / DDP / ZeRO-1/2 parameters are whole already. ZeRO-3: `GatheredParameters` per group
     of about `group_bytes`. FSDP2: `DTensor.full_tensor()` per parameter. FSDP1: the whole model is
-    summoned at once (its only full-parameter view for every rank).
+    summoned at once (its only full-parameter view for every rank). A LoRA layer's weight is
+    merged from its gathered base weight and adapter (`weight_units`).
     """
-    named = list(model.named_parameters())
+    from torl.train.lora import weight_units
+
     if zero3:
         import deepspeed
 
-        for part in _by_size(named, group_bytes, size=lambda p: p.ds_numel * p.element_size()):
-            with deepspeed.zero.GatheredParameters([p for _, p in part], modifier_rank=None):
-                yield [(hf_name(n), p.data.detach().to("cpu", copy=True)) for n, p in part]
+        units = weight_units(model)
+        for part in _by_size(units, group_bytes, size=lambda p: p.ds_numel * p.element_size()):
+            with deepspeed.zero.GatheredParameters([p for u in part for p in u.params], modifier_rank=None):
+                yield [(hf_name(u.name), u.full([p.data for p in u.params])) for u in part]
         return
     if _is_fsdp1(model):
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
         with FSDP.summon_full_params(model, writeback=False, rank0_only=False):
-            named = list(model.named_parameters())
-            for part in _by_size(named, group_bytes, size=lambda p: p.numel() * p.element_size()):
-                yield [(hf_name(n), p.detach().to("cpu", copy=True)) for n, p in part]
+            units = weight_units(model)  # inside: the original parameters, full
+            for part in _by_size(units, group_bytes, size=lambda p: p.numel() * p.element_size()):
+                yield [(hf_name(u.name), u.full(u.params)) for u in part]
         return
     from torch.distributed.tensor import DTensor
 
-    for part in _by_size(named, group_bytes, size=lambda p: p.numel() * p.element_size()):
-        yield [(hf_name(n), (p.full_tensor() if isinstance(p, DTensor) else p).detach().to("cpu", copy=True))
-               for n, p in part]
+    units = weight_units(model)
+    for part in _by_size(units, group_bytes, size=lambda p: p.numel() * p.element_size()):
+        yield [(hf_name(u.name), u.full([p.full_tensor() if isinstance(p, DTensor) else p for p in u.params]))
+               for u in part]
 
 
 # FSDP1 and activation checkpointing wrap submodules, which inserts these into parameter names
 # (anywhere in the path); checkpoint names have none of them.
 _WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+# PEFT's wrapping: PeftModel -> LoraModel -> the model ("base_model.model." in front), and each
+# adapted layer keeps the original module as `base_layer`.
+_PEFT_PREFIX, _PEFT_BASE_LAYER = "base_model.model.", ".base_layer."
 
 
 def hf_name(name: str) -> str:
+    """The checkpoint name of a trainer parameter: sharding, checkpointing and PEFT wrappers removed."""
     for part in _WRAPPER_PARTS:
         name = name.replace(part, "")
-    return name
+    return name.removeprefix(_PEFT_PREFIX).replace(_PEFT_BASE_LAYER, ".")
 
 
 def _is_fsdp1(model) -> bool:
@@ -162,11 +176,12 @@ def _is_fsdp1(model) -> bool:
     return isinstance(model, FSDP) or any(isinstance(m, FSDP) for m in model.modules())
 
 
-def _by_size(named, limit: int, size):
+def _by_size(units, limit: int, size):
+    """Consecutive runs of units whose parameters reach about `limit` bytes (`size(parameter)`)."""
     part, total = [], 0
-    for name, p in named:
-        part.append((name, p))
-        total += size(p)
+    for unit in units:
+        part.append(unit)
+        total += sum(size(p) for p in unit.params)
         if total >= limit:
             yield part
             part, total = [], 0

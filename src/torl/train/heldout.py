@@ -10,6 +10,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from torl.analysis.behaviour import uses_code
 from torl.tir.loop import RolloutConfig, rollout_many
 
 
@@ -28,7 +29,7 @@ def evaluate_heldout(engine, sandbox, loop, template, questions: list[dict], rol
             "question_id": q["question_id"], "problem": q["problem"], "gold": q["gold"],
             "correct": None if result is None else bool(result.correct),
             "extracted": None if result is None else result.extracted,
-            "used_code": bool(traj.calls or traj.skipped_calls),
+            "used_code": uses_code(traj.to_dict()),
             "sandbox_error": traj.sandbox_error,
             "text": traj.text,
         })

@@ -6,11 +6,17 @@ sampled (1) and which the interpreter wrote (0): TRL multiplies it into the loss
 observation tokens are context, never training targets. Every trajectory of the batch runs
 concurrently on one persistent event loop (a background thread), so a trajectory waiting on the
 sandbox never holds the others back; batching is the engine's job.
+
+With dynamic sampling (DAPO), groups whose rewards are all equal are replaced, before TRL sees
+the batch, by groups of other training questions, for at most `max_rounds` extra generation
+rounds; the questions actually rolled out travel with the batch (`question_id`/`problem`/`gold`
+extra fields, which TRL hands the reward function in place of the dataset's columns).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 from typing import Any
 
@@ -18,8 +24,13 @@ from torl.background_loop import BackgroundLoop
 from torl.engines.base import Engine, Generation, SamplingParams
 from torl.sandbox.base import Sandbox
 from torl.tir.loop import RolloutConfig, rollout_many
+from torl.tir.seeds import derive_seed
 from torl.tir.templates import PromptTemplate
 from torl.train.metrics import ActivityClock
+from torl.train.ranks import process_rank
+from torl.train.recorder import RolloutBatch, StepRecorder
+from torl.train.rewards import score_trajectories
+from torl.train.signal import informative_groups
 
 
 class SandboxErrorsExceeded(RuntimeError):
@@ -39,9 +50,6 @@ class TimedEngine(Engine):
             return await self.inner.generate(prompt_ids, params)
         finally:
             self.clock.leave("generation")
-
-    async def load_weights(self, named_tensors) -> None:
-        await self.inner.load_weights(named_tensors)
 
 
 class TimedSandbox(Sandbox):
@@ -70,10 +78,20 @@ class TimedSandbox(Sandbox):
         await self.inner.aclose()
 
 
+@dataclasses.dataclass(frozen=True)
+class DynamicSampling:
+    """DAPO dynamic sampling: where replacement questions come from, and how hard to try."""
+
+    questions: list[dict]      # the training pool ({question_id, problem, gold})
+    reward_scheme: str
+    max_rounds: int = 2        # extra generation rounds per step, at most
+
+
 class ToolRolloutFunc:
     """`rollout_func(prompts, trainer)` for GRPOTrainer: tool-integrated rollouts via `torl.tir`.
 
-    `prompts` are question texts (the dataset's `prompt` column); the template renders them.
+    `prompts` are question texts (the dataset's `prompt` column); the template renders them and
+    `questions` (problem text -> question record) says which question each one is.
     `sync_weights`: push the trainer's weights into the engine before each new step's rollouts
     (vLLM); False when the engine shares the trainer's module (transformers on CPU).
     """
@@ -86,8 +104,10 @@ class ToolRolloutFunc:
         loop: BackgroundLoop,
         template: PromptTemplate,
         rollout_config: RolloutConfig,
+        questions: list[dict],
+        recorder: StepRecorder,
         max_sandbox_error_ratio: float,
-        timings: dict[str, float],
+        dynamic_sampling: DynamicSampling | None = None,
         sync_weights: bool = False,
     ) -> None:
         self.clock = ActivityClock()
@@ -96,11 +116,12 @@ class ToolRolloutFunc:
         self.loop = loop
         self.template = template
         self.rollout_config = rollout_config
+        self.by_problem = {q["problem"]: q for q in questions}
+        self.recorder = recorder
         self.max_sandbox_error_ratio = max_sandbox_error_ratio
-        self.timings = timings
+        self.dynamic_sampling = dynamic_sampling
         self.sync_weights = sync_weights
         self._synced_step: int | None = None
-        self.sandbox_errors_total = 0
 
     def __call__(self, prompts: list[str], trainer) -> dict[str, Any]:
         step = trainer.state.global_step
@@ -109,36 +130,89 @@ class ToolRolloutFunc:
 
             push_weights(trainer, self.engine.inner, self.loop)
             self._synced_step = step
-        tokenizer = self.engine.tokenizer
-        prompt_ids = [self.template.encode(p, tokenizer) for p in prompts]
-        # A fresh, step-derived seed: a resumed run samples what the killed run would have.
+        # A seed derived from (base seed, step, rank): a resumed run samples what the killed run would
+        # have, and the processes sharing one GRPO group never draw the same samples.
         base_seed = trainer.args.seed if getattr(trainer.args, "seed", None) is not None else 0
-        config = _with_seed(self.rollout_config, (base_seed * 1_000_003 + step * 10_007) % 2**31)
+        seed = derive_seed(base_seed, "step", step, "rank", process_rank())
+        questions = [self._question(p) for p in prompts]
         self.clock.take()
         started = time.perf_counter()
         was_training = trainer.model.training
-        trajectories = self.loop.run(rollout_many(self.engine, self.sandbox, prompt_ids, config))
+        trajectories = self._rollout(questions, derive_seed(seed, "round", 0))
+        stats: dict[str, float] = {}
+        if self.dynamic_sampling is not None:
+            questions, trajectories, stats = self._refill(questions, trajectories, trainer.num_generations, seed)
         trainer.model.train(was_training)  # an engine sharing the module may switch it to eval
         rollout_s = time.perf_counter() - started
         split = self.clock.take()
-        self.timings["rollout_s"] = self.timings.get("rollout_s", 0.0) + rollout_s
+        self.recorder.add_time("rollout_s", rollout_s)
         self._check_sandbox_errors(trajectories, step)
 
+        stats.update({"time/rollout_s": rollout_s, "time/generation_s": split["generation"],
+                      "time/tools_s": split["tools"]})
+        dicts = [t.to_dict() for t in trajectories]
+        self.recorder.record_rollouts(RolloutBatch(dicts, questions, stats))
         logprobs = [t.logprobs for t in trajectories]
-        timing = {"rollout_s": rollout_s, "generation_s": split["generation"], "tools_s": split["tools"]}
         return {
-            "prompt_ids": prompt_ids,
+            "prompt_ids": [t.prompt_ids for t in trajectories],
             "completion_ids": [t.completion_ids for t in trajectories],
             # TRL only reads sampling logprobs for its vLLM importance-sampling correction; None = "not given".
             "logprobs": None if any(lp is None for lp in logprobs) else logprobs,
             "env_mask": [t.loss_mask for t in trajectories],
-            "trajectory": [t.to_dict() for t in trajectories],
-            "rollout_timing": timing,  # a non-list value: TRL gives it to every sample's reward kwargs
+            "trajectory": dicts,
+            # the questions actually rolled out (dynamic sampling may have replaced some groups)
+            "question_id": [q["question_id"] for q in questions],
+            "problem": [q["problem"] for q in questions],
+            "gold": [q["gold"] for q in questions],
         }
+
+    def _question(self, prompt: str) -> dict:
+        try:
+            return self.by_problem[prompt]
+        except KeyError:
+            raise RuntimeError(f"rollout_func got a prompt that is not a training question: {prompt[:80]!r}") from None
+
+    def _rollout(self, questions: list[dict], seed: int | None):
+        prompt_ids = [self.template.encode(q["problem"], self.engine.tokenizer) for q in questions]
+        config = dataclasses.replace(self.rollout_config, seed=seed)
+        return self.loop.run(rollout_many(self.engine, self.sandbox, prompt_ids, config))
+
+    def _refill(self, questions, trajectories, group_size: int, seed: int | None):
+        """Replace groups without signal by fresh questions' groups, for at most `max_rounds` rounds."""
+        ds = self.dynamic_sampling
+        scores = self._scores(trajectories, questions)
+        flags = informative_groups(scores, group_size)
+        regenerated, rounds = 0, 0
+        used = {q["question_id"] for q in questions}
+        rng = random.Random(seed)
+        while rounds < ds.max_rounds and not all(flags):
+            rounds += 1
+            idle = [g for g, ok in enumerate(flags) if not ok]
+            fresh = [q for q in ds.questions if q["question_id"] not in used]
+            if not fresh:
+                break
+            picks = rng.sample(fresh, min(len(idle), len(fresh)))
+            used.update(q["question_id"] for q in picks)
+            new_questions = [q for q in picks for _ in range(group_size)]
+            new_trajs = self._rollout(new_questions, derive_seed(seed, "round", rounds))
+            regenerated += len(picks)
+            new_flags = informative_groups(self._scores(new_trajs, new_questions), group_size)
+            for k, (g, ok) in enumerate(zip(idle, new_flags)):
+                if ok:  # keep the original group otherwise: no better, and it is what TRL sampled
+                    span = slice(g * group_size, (g + 1) * group_size)
+                    questions[span] = new_questions[k * group_size:(k + 1) * group_size]
+                    trajectories[span] = new_trajs[k * group_size:(k + 1) * group_size]
+                    flags[g] = True
+        stats = {"signal/groups_regenerated": float(regenerated), "signal/sampling_rounds": float(rounds)}
+        return questions, trajectories, stats
+
+    def _scores(self, trajectories, questions) -> list[float | None]:
+        results = score_trajectories([t.to_dict() for t in trajectories], [q["gold"] for q in questions],
+                                     self.dynamic_sampling.reward_scheme)
+        return [None if r is None else float(r.reward) for r in results]
 
     def _check_sandbox_errors(self, trajectories, step: int) -> None:
         failed = sum(1 for t in trajectories if t.sandbox_error)
-        self.sandbox_errors_total += failed
         ratio = failed / len(trajectories)
         if ratio > self.max_sandbox_error_ratio:
             raise SandboxErrorsExceeded(
@@ -146,7 +220,3 @@ class ToolRolloutFunc:
                 f"(> max_sandbox_error_ratio={self.max_sandbox_error_ratio}); check the sandbox "
                 "(`torl sandbox check`) and resume with --resume"
             )
-
-
-def _with_seed(config: RolloutConfig, seed: int | None) -> RolloutConfig:
-    return dataclasses.replace(config, seed=seed)

@@ -1,40 +1,23 @@
-"""The run directory: where a training run leaves everything a reader needs.
+"""The run directory's lifecycle: create it, refuse to overwrite a run, find the checkpoint to resume.
 
-    run_dir/
-      config.yaml           the resolved configuration (torl + grpo sections)
-      task_spec.json        how a trajectory is produced and scored (torl.tir.task); `torl eval --run` reads it
-      metrics.jsonl         one row per optimizer step (names: METRICS.md)
-      samples/step_NNNNNN.jsonl   every sampled response of that step
-      checkpoints/checkpoint-N/   TRL/HF checkpoints (model, optimizer, RNG, trainer state)
-      tensorboard/          TRL's report_to=tensorboard logs
-      eval_before.jsonl / eval_after.jsonl   held-out greedy rollouts (when enabled)
-      summary.json, README.txt    what happened, in numbers and in words
+Its file names are `torl.run_layout`'s (the layout is drawn there); this module adds what only the
+trainer does: creating the layout, writing the resolved config, the summary and README.txt.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from pathlib import Path
 
 import yaml
 
-from torl.cli import UserError
+from torl.errors import UserError
+from torl.run_layout import RunLayout
 
 
-class RunDir:
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.metrics = self.root / "metrics.jsonl"
-        self.samples = self.root / "samples"
-        self.checkpoints = self.root / "checkpoints"
-        self.tensorboard = self.root / "tensorboard"
-        self.config = self.root / "config.yaml"
-        self.summary = self.root / "summary.json"
-        self.readme = self.root / "README.txt"
-
+class RunDir(RunLayout):
     def prepare(self, resume: bool) -> str | None:
         """Create the layout; on resume return the checkpoint to continue from."""
         started = self.metrics.exists() or self.last_checkpoint() is not None
@@ -50,11 +33,9 @@ class RunDir:
         return None
 
     def last_checkpoint(self) -> str | None:
-        if not self.checkpoints.is_dir():
-            return None
-        steps = [(int(m.group(1)), p) for p in self.checkpoints.iterdir()
-                 if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and (p / "trainer_state.json").exists()]
-        return str(max(steps)[1]) if steps else None
+        """The newest checkpoint that can be resumed: one without trainer_state.json cannot."""
+        complete = [p for p in self.checkpoint_dirs() if (p / "trainer_state.json").exists()]
+        return str(complete[-1]) if complete else None
 
     def write_config(self, torl_cfg, grpo_cfg) -> None:
         resolved = {"torl": dataclasses.asdict(torl_cfg), "grpo": _plain(grpo_cfg.to_dict())}

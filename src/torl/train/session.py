@@ -1,26 +1,39 @@
-"""One training run's live objects — event loop, sandbox, model, engine, GRPOTrainer — and their lifetime."""
+"""One training run's live objects — event loop, sandbox, model, engine, GRPOTrainer — and their lifetime.
+
+The engine comes from `engine_factory` (default `torl.train.engines.build_engine`), so a test can
+hand in a scripted policy without patching anything.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Self
 
 import torch
 
 from torl.background_loop import BackgroundLoop
+from torl.train.callbacks import MetricsFileCallback, StopAfterMinutes, StopOnInterrupt
 from torl.train.config import make_sandbox
 from torl.train.data import load_questions
 from torl.train.engines import build_engine, choose_engine, push_weights
 from torl.train.heldout import evaluate_heldout
-from torl.train.metrics import MetricsFileCallback
+from torl.train.lora import lora_config
+from torl.train.ranks import process_rank
+from torl.train.recorder import StepRecorder
+from torl.train.reporting import StepReport
 from torl.train.rewards import TorlReward
-from torl.train.rollout import ToolRolloutFunc
+from torl.train.rollout import DynamicSampling, ToolRolloutFunc
 from torl.train.run_dir import RunDir
+
+# (engine kind, model, tokenizer, model path, GRPOConfig) -> (engine, sync_weights)
+EngineFactory = Callable[..., tuple]
 
 
 class TrainingSession:
-    def __init__(self, torl_cfg, grpo_cfg, run: RunDir) -> None:
+    def __init__(self, torl_cfg, grpo_cfg, run: RunDir, engine_factory: EngineFactory | None = None) -> None:
         self.cfg, self.args, self.run = torl_cfg, grpo_cfg, run
+        self.engine_factory = engine_factory or build_engine
         self.loop: BackgroundLoop | None = None
         self.sandbox = None
         self.engine = None
@@ -30,10 +43,9 @@ class TrainingSession:
     def __enter__(self) -> Self:
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL; we know
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        from trl import GRPOTrainer
 
         from torl.engines.models import resolve_model
-        from torl.train.trainer import StopOnInterrupt, process_rank
+        from torl.train.grpo import ToolGRPOTrainer
 
         cfg, args = self.cfg, self.args
         if cfg.torch_threads:
@@ -54,32 +66,34 @@ class TrainingSession:
         dtype = torch.bfloat16 if args.bf16 else torch.float32
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         self.model_path = model_path
-        self.engine, sync = build_engine(choose_engine(cfg.engine), model, tokenizer, model_path, args)
+        self.engine, sync = self.engine_factory(choose_engine(cfg.engine), model, tokenizer, model_path, args)
         self.sync_weights = sync
 
         self.rollout_config = self.task.rollout_config(
             temperature=args.temperature, top_p=args.top_p,
             top_k=args.top_k if args.top_k and args.top_k > 0 else -1)
-        timings: dict[str, float] = {}
+        self.recorder = StepRecorder()
+        dynamic = None
+        if cfg.dynamic_sampling:
+            dynamic = DynamicSampling(self.train_questions, self.task.reward_scheme, cfg.dynamic_sampling_max_rounds)
         self.rollout_func = ToolRolloutFunc(
             engine=self.engine, sandbox=self.sandbox, loop=self.loop, template=self.template,
-            rollout_config=self.rollout_config, max_sandbox_error_ratio=cfg.max_sandbox_error_ratio,
-            timings=timings, sync_weights=sync,
+            rollout_config=self.rollout_config, questions=self.train_questions, recorder=self.recorder,
+            max_sandbox_error_ratio=cfg.max_sandbox_error_ratio, dynamic_sampling=dynamic, sync_weights=sync,
         )
-        reward = TorlReward(
-            self.task.reward_scheme, timings, self.run.samples if cfg.dump_samples else None,
-            render_prompt=lambda q: self.template.render(q, tokenizer),
-            rank=process_rank(),
-        )
+        report = StepReport(self.recorder, self.run.samples if cfg.dump_samples else None,
+                            render_prompt=lambda q: self.template.render(q, tokenizer), rank=process_rank())
         from datasets import Dataset
 
         dataset = Dataset.from_list([{"prompt": q["problem"], **q} for q in self.train_questions])
-        self.trainer = GRPOTrainer(
-            model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-            processing_class=tokenizer, rollout_func=self.rollout_func,
+        self.trainer = ToolGRPOTrainer(
+            model=model, reward_funcs=[TorlReward(self.task.reward_scheme, self.recorder)], args=args,
+            train_dataset=dataset, processing_class=tokenizer, rollout_func=self.rollout_func,
+            peft_config=lora_config(cfg),  # LoRA: TRL wraps `model` in place, so the engine runs the adapter too
+            zero_signal_updates=cfg.zero_signal_updates, after_scoring=[report],
         )
         # First in line, so the keys it adds (time/step_s, time/update_s) reach tensorboard too.
-        self.trainer.callback_handler.callbacks.insert(0, MetricsFileCallback(self.run.metrics, timings))
+        self.trainer.callback_handler.callbacks.insert(0, MetricsFileCallback(self.run.metrics, self.recorder))
 
         self.stopper = StopOnInterrupt()
         self.trainer.add_callback(self.stopper)
@@ -103,8 +117,6 @@ class TrainingSession:
 
     def train(self, checkpoint: str | None) -> str:
         """Run GRPO; returns "finished" or "interrupted" (a checkpoint was saved)."""
-        from torl.train.trainer import StopAfterMinutes
-
         budget = None
         if self.cfg.max_minutes is not None:
             budget = StopAfterMinutes(self.cfg.max_minutes)
@@ -124,8 +136,8 @@ class TrainingSession:
 
         from accelerate.utils import broadcast_object_list
 
-        out = self.run.root / f"eval_{when}.jsonl"
-        summary_path = self.run.root / f"eval_{when}.json"
+        out = self.run.heldout_rows(when)
+        summary_path = self.run.heldout_summary(when)
         if reuse and summary_path.exists():  # resumed run: the "before" numbers are from the original start
             return json.loads(summary_path.read_text())
         if self.sync_weights and self.trainer is not None:
@@ -161,7 +173,8 @@ def task_spec(cfg, args):
 
     return TaskSpec(template=cfg.template, max_tool_calls=cfg.max_tool_calls, extra_stop=tuple(cfg.stop_strings),
                     max_response_tokens=args.max_completion_length, exec_timeout_s=cfg.sandbox_timeout_s,
-                    exec_memory_mb=cfg.sandbox_memory_mb, reward_scheme=cfg.reward_scheme)
+                    exec_memory_mb=cfg.sandbox_memory_mb, call_trigger=cfg.call_trigger,
+                    reward_scheme=cfg.reward_scheme)
 
 
 async def _async_make_sandbox(cfg):

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 from torl.train.config import check_sandbox, validate
 from torl.train.metrics import truncate_metrics
+from torl.train.ranks import is_main_process
+from torl.train.rollout import SandboxErrorsExceeded
 from torl.train.run_dir import RunDir
+from torl.train.session import EngineFactory, TrainingSession
 
 
-def run_training(torl_cfg, grpo_cfg) -> int:
-    """Train per the config; returns the process exit status (0 = finished or stopped cleanly)."""
+def run_training(torl_cfg, grpo_cfg, engine_factory: EngineFactory | None = None) -> int:
+    """Train per the config; returns the process exit status (0 = finished or stopped cleanly).
+
+    `engine_factory`: how the rollout engine is built (default: `torl.train.engines.build_engine`).
+    """
     validate(torl_cfg, grpo_cfg)
     if torl_cfg.max_tool_calls > 0:
         check_sandbox(torl_cfg)  # before any model loads: an unusable sandbox is a setup error
@@ -38,27 +41,27 @@ def run_training(torl_cfg, grpo_cfg) -> int:
             truncate_metrics(run.metrics, step)
             print(f"torl: resuming {run.root} from {checkpoint} (step {step})", file=sys.stderr)
 
-    from torl.train.rollout import SandboxErrorsExceeded
-
     try:
-        return _train_in_session(torl_cfg, grpo_cfg, run, checkpoint)
+        return _train_in_session(torl_cfg, grpo_cfg, run, checkpoint, engine_factory)
     except SandboxErrorsExceeded as e:  # infrastructure, not the model: stop loudly, keep checkpoints
         print(f"torl: error: {e}", file=sys.stderr)
         return 1
 
 
-def _train_in_session(torl_cfg, grpo_cfg, run: RunDir, checkpoint: str | None) -> int:
-    from torl.train.session import TrainingSession
-
+def _train_in_session(torl_cfg, grpo_cfg, run: RunDir, checkpoint: str | None, engine_factory) -> int:
     started = time.time()
     main = is_main_process()
-    with TrainingSession(torl_cfg, grpo_cfg, run) as session:
+    with TrainingSession(torl_cfg, grpo_cfg, run, engine_factory) as session:
         summary = session.summary_base()
         if torl_cfg.eval_before_after:
             summary["eval_before"] = session.evaluate("before", reuse=bool(checkpoint))
             if main:
                 _print_eval("before", summary["eval_before"])
         status = session.train(checkpoint)
+        if torl_cfg.lora_r:  # a collective under ZeRO-3/FSDP: every process; the main one writes
+            from torl.train.lora import save_merged_model
+
+            save_merged_model(session.trainer, session.trainer.processing_class, run.root / "merged")
         summary["status"] = status
         if torl_cfg.eval_before_after and status != "interrupted":
             summary["eval_after"] = session.evaluate("after")
@@ -71,15 +74,6 @@ def _train_in_session(torl_cfg, grpo_cfg, run: RunDir, checkpoint: str | None) -
     if main:
         print(f"torl: run directory {run.root} ({status}); see {run.readme}", file=sys.stderr)
     return 0
-
-
-def process_rank() -> int:
-    """This process's global rank (torchrun / accelerate launch set RANK; a plain run is rank 0)."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def is_main_process() -> bool:
-    return process_rank() == 0
 
 
 def _point_trl_at_run_dir(grpo_cfg, run: RunDir) -> None:
@@ -106,49 +100,3 @@ def _print_eval(when: str, ev: dict) -> None:
     acc = "n/a" if ev["accuracy"] is None else f"{ev['accuracy']:.3f}"
     print(f"torl: held-out eval {when}: accuracy {acc}, code ratio {ev['code_ratio']:.3f} "
           f"({ev['questions']} questions, greedy)", file=sys.stderr)
-
-
-class StopAfterMinutes(TrainerCallback):
-    """Save and stop at the first step boundary after `minutes` of training (a time-boxed run)."""
-
-    def __init__(self, minutes: float) -> None:
-        self.deadline = time.monotonic() + 60.0 * minutes
-        self.fired = False
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if time.monotonic() >= self.deadline:
-            self.fired = True
-            control.should_save = True
-            control.should_training_stop = True
-        return control
-
-
-class StopOnInterrupt(TrainerCallback):
-    """First Ctrl-C: finish the current step, save a checkpoint, stop. Second Ctrl-C: abort now."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def install(self) -> None:
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-
-    def uninstall(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\ntorl: stopping after this step and saving a checkpoint (Ctrl-C again to abort without saving)",
-              file=sys.stderr)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
-            control.should_save = True
-            control.should_training_stop = True
-        return control
-
-
