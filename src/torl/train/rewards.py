@@ -28,7 +28,7 @@ class TorlReward:
         if self.recorder is not None:
             self.recorder.record_scores(results)
             self.recorder.add_time("reward_s", time.perf_counter() - started)
-        return [None if r is None else float(r.reward) for r in results]
+        return reward_values(results)
 
 
 def score_trajectories(trajectories: list[dict], golds: list[str], scheme: str) -> list:
@@ -37,3 +37,8 @@ def score_trajectories(trajectories: list[dict], golds: list[str], scheme: str) 
 
     return [None if traj["sandbox_error"] else score(traj["text"], answer, scheme=scheme, calls=traj["calls"])
             for traj, answer in zip(trajectories, golds, strict=True)]
+
+
+def reward_values(results: list) -> list[float | None]:
+    """The rewards TRL gets: None (no signal) where the sandbox failed on our side."""
+    return [None if r is None else float(r.reward) for r in results]

@@ -29,7 +29,7 @@ from torl.tir.templates import PromptTemplate
 from torl.train.metrics import ActivityClock
 from torl.train.ranks import process_rank
 from torl.train.recorder import RolloutBatch, StepRecorder
-from torl.train.rewards import score_trajectories
+from torl.train.rewards import reward_values, score_trajectories
 from torl.train.signal import informative_groups
 
 
@@ -209,7 +209,7 @@ class ToolRolloutFunc:
     def _scores(self, trajectories, questions) -> list[float | None]:
         results = score_trajectories([t.to_dict() for t in trajectories], [q["gold"] for q in questions],
                                      self.dynamic_sampling.reward_scheme)
-        return [None if r is None else float(r.reward) for r in results]
+        return reward_values(results)
 
     def _check_sandbox_errors(self, trajectories, step: int) -> None:
         failed = sum(1 for t in trajectories if t.sandbox_error)
