@@ -1,13 +1,17 @@
-"""Does code use emerge? SmolLM2-135M, GRPO with tool-integrated rollouts, on arithmetic it cannot do in its head.
+"""Does code use emerge? SmolLM2-135M, GRPO with tool-integrated rollouts, on products it cannot do in its head.
 
-    python bench/emergence.py --minutes 60            # the full run (about an hour on 2 cores)
-    python bench/emergence.py --minutes 4 --holdout 8 # a smoke run of the same code path
+    python bench/emergence.py                         # the demo recipe for longer (--minutes 30)
+    python bench/emergence.py --ablation --steps 4    # ToRL's table in miniature: C = 0, 1, 2 side by side
 
-Trains with configs/demo-cpu.yaml's recipe on products only (3-digit x 2-digit at difficulty 2,
-plus a third term from difficulty 3), stopping cleanly when the time budget is used, then prints:
-held-out greedy accuracy and code ratio before vs after, and the per-step curve of the code ratio,
-training accuracy and reward. Everything is also in the run directory (metrics.jsonl, samples/).
-The baseline is the same model before training, measured in the same run.
+Trains with configs/demo-cpu.yaml's recipe (products of a 3-digit and a 2-digit number, a greedy
+held-out evaluation before and after) for a time budget or a number of steps, then prints held-out
+greedy accuracy and code ratio before vs after, and the per-step curve of code ratio, training
+accuracy, reward and step time. The baseline is the same model before training, measured in the
+same run.
+
+--ablation trains the same model on the same questions with the same number of steps (and seeds) at
+C = 0 (RL without tools), C = 1 and C = 2, each in its own run directory, and prints held-out
+accuracy, code ratio and mean step time side by side. At C = 0 a code block is text: it never runs.
 """
 
 from __future__ import annotations
@@ -15,62 +19,96 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=60.0, help="training-phase time budget")
-    ap.add_argument("--difficulty", type=int, default=2, help="arithmetic difficulty (2: 3-digit x 2-digit)")
+    ap.add_argument("--minutes", type=float, default=None, help="training-phase time budget per run")
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: until --minutes)")
     ap.add_argument("--holdout", type=int, default=32, help="held-out questions for the before/after eval")
+    ap.add_argument("--ablation", action="store_true", help="train at C = 0, 1 and 2 and compare")
     ap.add_argument("--run_dir", default=None, help="default: runs/emergence-<timestamp>")
     ap.add_argument("overrides", nargs="*", help="extra `--setting value` pairs for torl train (after --)")
     args = ap.parse_args()
-
-    from torl.train.config import parse_train_args
-    from torl.train.trainer import run_training
-
-    import tempfile
-
-    import yaml
-
-    run_dir = args.run_dir or str(REPO / "runs" / f"emergence-{time.strftime('%Y%m%d-%H%M%S')}")
-    recipe = yaml.safe_load((REPO / "configs" / "demo-cpu.yaml").read_text())
-    recipe.pop("optional_train_files", None)  # arithmetic only: one skill where code decides the outcome
-    recipe.update(train_tasks=["arithmetic"], train_task_difficulty=args.difficulty, train_task_count=512,
-                  eval_holdout=args.holdout, eval_before_after=True, max_steps=1000, max_minutes=args.minutes,
-                  save_steps=10, learning_rate=1e-5, gradient_accumulation_steps=4, run_dir=run_dir)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(recipe, f)
-    torl_cfg, grpo_cfg = parse_train_args(["--config", f.name, *args.overrides])
-    started = time.time()
-    rc = run_training(torl_cfg, grpo_cfg)
-    if rc != 0:
+    if args.steps is None and args.minutes is None:
+        args.minutes = 30.0
+    root = Path(args.run_dir or REPO / "runs" / f"emergence-{time.strftime('%Y%m%d-%H%M%S')}")
+    if not args.ablation:
+        started = time.time()
+        rc = train(root, args)
+        if rc == 0:
+            report(root, time.time() - started)
         return rc
-    report(Path(run_dir), time.time() - started)
+    results = {}
+    for c in (0, 1, 2):
+        run_dir = root / f"C{c}"
+        started = time.time()
+        rc = train(run_dir, args, "--max_tool_calls", str(c))
+        if rc != 0:
+            return rc
+        report(run_dir, time.time() - started)
+        results[c] = run_dir
+    ablation_table(results)
     return 0
 
 
-def report(run_dir: Path, wall_s: float) -> None:
+def train(run_dir: Path, args, *extra: str) -> int:
+    from torl.train.config import parse_train_args
+    from torl.train.trainer import run_training
+
+    recipe = yaml.safe_load((REPO / "configs" / "demo-cpu.yaml").read_text())
+    recipe.update(train_task_count=512, eval_holdout=args.holdout, eval_before_after=True, run_dir=str(run_dir),
+                  max_steps=args.steps or 1000, max_minutes=args.minutes)
+    recipe["save_steps"] = recipe["max_steps"]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(recipe, f)
+    torl_cfg, grpo_cfg = parse_train_args(["--config", f.name, *extra, *args.overrides])
+    return run_training(torl_cfg, grpo_cfg)
+
+
+def load(run_dir: Path) -> tuple[dict, list[dict]]:
     summary = json.loads((run_dir / "summary.json").read_text())
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return summary, rows
+
+
+def report(run_dir: Path, wall_s: float) -> None:
+    summary, rows = load(run_dir)
     before, after = summary.get("eval_before") or {}, summary.get("eval_after") or {}
     print(f"\nemergence run: {run_dir}  ({len(rows)} steps, {wall_s / 60:.1f} min wall)")
     print(f"{'held-out (greedy)':20s} {'accuracy':>9s} {'code ratio':>11s}")
     for name, ev in (("before", before), ("after", after)):
         if ev:
-            acc = "n/a" if ev.get("accuracy") is None else f"{ev['accuracy']:.3f}"
-            print(f"{name:20s} {acc:>9s} {ev['code_ratio']:>11.3f}")
-    if before and after and before.get("accuracy") is not None and after.get("accuracy") is not None:
+            print(f"{name:20s} {_fmt(ev.get('accuracy')):>9s} {_fmt(ev.get('code_ratio')):>11s}")
+    if before.get("accuracy") is not None and after.get("accuracy") is not None:
         print(f"{'after - before':20s} {after['accuracy'] - before['accuracy']:>+9.3f} "
               f"{after['code_ratio'] - before['code_ratio']:>+11.3f}")
     print(f"\n{'step':>5s} {'code_ratio':>10s} {'accuracy':>9s} {'reward':>7s} {'step_s':>7s}")
     for r in rows:
         print(f"{r['step']:>5d} {_fmt(r.get('tools/code_ratio')):>10s} {_fmt(r.get('rewards/accuracy')):>9s} "
               f"{_fmt(r.get('reward')):>7s} {_fmt(r.get('time/step_s'), 0):>7s}")
+
+
+def ablation_table(results: dict[int, Path]) -> None:
+    print(f"\n{'C':>3s} {'acc before':>10s} {'acc after':>10s} {'code before':>11s} {'code after':>11s} "
+          f"{'step_s':>7s} {'x C=0':>6s}")
+    step_s = {}
+    for c, run_dir in results.items():
+        summary, rows = load(run_dir)
+        times = [r["time/step_s"] for r in rows if r.get("time/step_s") is not None]
+        step_s[c] = sum(times) / len(times) if times else None
+        before, after = summary.get("eval_before") or {}, summary.get("eval_after") or {}
+        ratio = "-" if not step_s.get(0) or step_s[c] is None else f"{step_s[c] / step_s[0]:.2f}"
+        print(f"{c:>3d} {_fmt(before.get('accuracy')):>10s} {_fmt(after.get('accuracy')):>10s} "
+              f"{_fmt(before.get('code_ratio')):>11s} {_fmt(after.get('code_ratio')):>11s} "
+              f"{_fmt(step_s[c], 0):>7s} {ratio:>6s}")
 
 
 def _fmt(v, digits: int = 3) -> str:

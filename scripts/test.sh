@@ -11,6 +11,7 @@ bash scripts/setup.sh --dev
 bash scripts/setup_browser.sh
 if [ "${TORL_SKIP_VLLM:-0}" != "1" ]; then
     bash scripts/setup_vllm.sh
-    .venv-vllm/bin/python -m pytest -p no:cacheprovider tests/test_engine_vllm.py tests/test_train_vllm.py
+    .venv-vllm/bin/python -m pytest -p no:cacheprovider tests/test_engine_vllm.py tests/test_train_vllm.py \
+        tests/test_train_tis.py::test_vllm_engine_logs_the_mismatch_and_applies_the_correction
 fi
 exec .venv/bin/python -m pytest "$@"

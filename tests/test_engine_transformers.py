@@ -1,6 +1,6 @@
 """TransformersEngine with the real SmolLM2-135M (converted from the PyPI GGUF by models.py)."""
-
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,10 +12,6 @@ from torl.tir.loop import RolloutConfig, rollout
 from torl.tir.templates import get_template
 
 pytestmark = pytest.mark.slow
-
-# The model rarely writes code on its own; a scripted first sentence (part of the prompt) copied
-# from the few-shot example makes greedy decoding write the block and ask for its output.
-PREFIX = "Let me compute the product with Python.\n"
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +32,13 @@ async def test_real_rollout_masks_logprobs_and_text(engine):
     from torl.sandbox.local import LocalSandbox
 
     tok = engine.tokenizer
-    prompt = get_template("torl_fewshot").encode("What is 123 * 45?", tok) + tok(PREFIX, add_special_tokens=False).input_ids
-    config = RolloutConfig(max_tool_calls=1, max_response_tokens=36, temperature=0.0, stop_strings=("\nUser:",))
+    # the few-shot template with its code example only: greedy then writes a python block
+    code_only = dataclasses.replace(get_template("torl_fewshot"), examples=get_template("torl_fewshot").examples[:1])
+    prompt = code_only.encode("What is 123 * 45?", tok)
+    # block_close: the 135M model closes its block but rarely writes ```output itself (the default
+    # trigger's exact masks are covered by tests/test_tir_loop.py with scripted engines)
+    config = RolloutConfig(max_tool_calls=1, max_response_tokens=40, temperature=0.0, stop_strings=("\nUser:",),
+                           call_trigger="block_close")
     async with LocalSandbox(workers=1) as sandbox:
         traj = await rollout(engine, sandbox, prompt, config)
     assert traj.num_calls == 1, traj.text
@@ -47,7 +48,7 @@ async def test_real_rollout_masks_logprobs_and_text(engine):
     assert traj.text.startswith("```python\nprint(123 * 45)\n```\n```output\n5535\n```\n")
     zeros = [i for i, m in enumerate(traj.loss_mask) if m == 0]
     assert zeros == list(range(call.token_start, call.token_end))
-    assert tok.decode(traj.completion_ids[call.token_start : call.token_end]) == "\n5535\n```\n"
+    assert tok.decode(traj.completion_ids[call.token_start : call.token_end]) == "```output\n5535\n```\n"
     # logprobs of model tokens match a teacher-forced pass of the whole sequence
     forced = teacher_forced_logprobs(engine.model, traj.prompt_ids + traj.completion_ids, len(traj.prompt_ids))
     for i, m in enumerate(traj.loss_mask):

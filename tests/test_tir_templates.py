@@ -35,7 +35,7 @@ def test_torl_think_is_the_0307_variant():
 
 def test_fewshot_has_one_example_with_code_and_one_without_then_the_question():
     text = get_template("torl_fewshot").render("What is 3*4?")
-    assert text.count("```python") == 1 and text.count("```output") == 1 and text.count("\\boxed{") == 5
+    assert text.count("```python") == 1 and text.count("```output") == 1 and text.count("\\boxed{") == 3
     assert text.endswith("What is 3*4?\nAssistant:\n")
     assert text.index("482 * 37") < text.index("15 + 27") < text.index("What is 3*4?")
 

@@ -91,8 +91,10 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_two_steps_train_write_metrics_and_samples(tmp_path, tiny_model_dir, scripted, monkeypatch):
     from trl import GRPOTrainer
 
+    from torl.train.grpo import ToolGRPOTrainer
+
     seen = []  # (per-token logps with their gradient, the loss mask TRL used)
-    original = GRPOTrainer._get_per_token_logps_and_entropies
+    original = ToolGRPOTrainer._get_per_token_logps_and_entropies  # shared-prompt scoring, else TRL's
     original_compute_loss = GRPOTrainer.compute_loss
 
     def spy_logps(self, *args, **kwargs):
@@ -108,7 +110,7 @@ def test_two_steps_train_write_metrics_and_samples(tmp_path, tiny_model_dir, scr
                         advantages=inputs["advantages"].clone())
         return loss
 
-    monkeypatch.setattr(GRPOTrainer, "_get_per_token_logps_and_entropies", spy_logps)
+    monkeypatch.setattr(ToolGRPOTrainer, "_get_per_token_logps_and_entropies", spy_logps)
     monkeypatch.setattr(GRPOTrainer, "compute_loss", spy_loss)
 
     assert run_training(*_config(tmp_path, tiny_model_dir), engine_factory=scripted) == 0

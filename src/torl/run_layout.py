@@ -5,6 +5,8 @@
       task_spec.json        how a trajectory is produced and scored (torl.tir.task); `torl eval --run` reads it
       metrics.jsonl         one row per optimizer step (names: torl/train/METRICS.md)
       samples/step_NNNNNN.jsonl   every sampled response of that step (`.rankR` before `.jsonl` for process R > 0)
+      samples/alarms/step_NNNNNN.jsonl   the same, kept for a step with a grad_norm_spike alarm when dump_samples is off
+      token_contract_violation_NNNNNN.jsonl   the sample TRL's batch disagreed with, when a step broke the token contract
       checkpoints/checkpoint-N/   TRL/HF checkpoints (model, optimizer, RNG, trainer state)
       tensorboard/          TRL's report_to=tensorboard logs
       eval_before.jsonl / eval_after.jsonl   held-out greedy rollouts (when enabled), eval_*.json their summaries
@@ -58,6 +60,7 @@ class RunLayout:
         self.task_spec = self.root / "task_spec.json"
         self.metrics = self.root / "metrics.jsonl"
         self.samples = self.root / "samples"
+        self.alarm_samples = self.samples / "alarms"
         self.checkpoints = self.root / "checkpoints"
         self.tensorboard = self.root / "tensorboard"
         self.summary = self.root / "summary.json"
@@ -65,6 +68,13 @@ class RunLayout:
 
     def sample_file(self, step: int, rank: int = 0) -> Path:
         return self.samples / sample_file_name(step, rank)
+
+    def alarm_sample_file(self, step: int, rank: int = 0) -> Path:
+        return self.alarm_samples / sample_file_name(step, rank)
+
+    def contract_violation_file(self, step: int, rank: int = 0) -> Path:
+        """The sample that broke the token contract at `step` (torl.train.contract), when one did."""
+        return self.root / f"token_contract_violation_{sample_file_name(step, rank).removeprefix('step_')}"
 
     def sample_files(self) -> list[Path]:
         """The dumps in `samples/`, in (step, rank) order; [] when there are none."""

@@ -139,7 +139,18 @@ class TransformersEngine(Engine):
         mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in batch], device=self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         generators = [self._request_generator(r.params) for r in batch]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        # Identical prompts (a GRPO group's samples) are prefilled once and their cache rows repeated;
+        # only the last position's logits are sampled from, so no (batch x prompt x vocab) tensor is made.
+        unique, rows = torch.unique(torch.cat([ids, mask], dim=1), dim=0, return_inverse=True)
+        if len(unique) < len(batch):
+            first = [rows.tolist().index(u) for u in range(len(unique))]  # one row per distinct prompt
+            out = self.model(input_ids=ids[first], attention_mask=mask[first], position_ids=positions[first],
+                             use_cache=True, logits_to_keep=1)
+            out.past_key_values.batch_select_indices(rows.to(self.device))
+            out.logits = out.logits[rows]
+        else:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=1)
         active = list(range(len(batch)))  # row j of the running batch serves batch[active[j]]
         while True:
             logits = out.logits[:, -1, :].float()
@@ -174,7 +185,8 @@ class TransformersEngine(Engine):
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
             positions = positions[:, -1:] + 1
             step = torch.tensor(next_tokens, device=self.device).unsqueeze(1)
-            out = self.model(input_ids=step, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+            out = self.model(input_ids=step, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                             logits_to_keep=1)
 
     def _finish_reason(self, request: _Request) -> tuple[str, str | int | None] | None:
         token = request.token_ids[-1]

@@ -5,9 +5,12 @@ Built-ins:
 - ``torl``: ToRL's base-model template (GAIR-NLP/ToRL ``tir_base_0309``), exact text.
 - ``torl_think``: ToRL's earlier variant (``tir_base_0307``, exact text) that adds "The
   assistant first thinks about the reasoning process in the mind ...".
-- ``torl_fewshot``: ``torl`` preceded by two worked examples, one solved with a ```` ```python ````
-  call and one without. A model as small as SmolLM2-135M almost never writes code or boxes an
-  answer from the bare template; with these examples GRPO has signal to learn from.
+- ``torl_fewshot``: ToRL's protocol (```` ```python ```` blocks, ```` ```output ```` results,
+  ``\\boxed{}`` answers) taught by two short worked examples, the first solved with a Python call and
+  the second without, so the model sees both options. A model as small as SmolLM2-135M almost
+  never writes code or boxes an answer from the bare ``torl`` template; with these examples its
+  samples do both some of the time, which gives GRPO signal. Kept short (about 140 tokens with a
+  question) because every prompt token is paid for by every sample, in generation and in the update.
 - ``chat``: the tokenizer's chat template (``apply_chat_template(add_generation_prompt=True)``)
   around a TIR instruction, for instruct models.
 
@@ -78,13 +81,15 @@ class PromptTemplate:
 _FEWSHOT = (
     FewShotExample(
         question="What is 482 * 37?",
-        solution="Let me compute the product with Python.\n```python\nprint(482 * 37)\n```\n```output\n17834\n```\n"
-        "The product is \\boxed{17834}.\n",
+        solution="```python\nprint(482 * 37)\n```\n```output\n17834\n```\nThe answer is \\boxed{17834}.\n",
     ),
     FewShotExample(
         question="What is 15 + 27?",
-        solution="15 + 27 = 42, so the answer is \\boxed{42}.\n",
+        solution="15 + 27 = 42. The answer is \\boxed{42}.\n",
     ),
+)
+_FEWSHOT_PREAMBLE = (
+    "A conversation between User and Assistant. The Assistant can run Python code and puts the final answer in \\boxed{}.\n"
 )
 
 _REGISTRY: dict[str, PromptTemplate] = {}
@@ -132,6 +137,7 @@ register_template(
     )
 )
 register_template(
-    PromptTemplate("torl_fewshot", preamble=_TORL_PREAMBLE + "\n", turn=_TORL_TURN, examples=_FEWSHOT, stop=("\nUser:",))
+    PromptTemplate("torl_fewshot", preamble=_FEWSHOT_PREAMBLE, turn="User: {question}\nAssistant:\n", examples=_FEWSHOT,
+                   stop=("\nUser:",))
 )
 register_template(PromptTemplate("chat", kind="chat", turn="{question}\n\n" + TOOL_INSTRUCTION))

@@ -12,6 +12,7 @@ import glob
 from dataclasses import field
 from pathlib import Path
 
+from torl.analysis.alarms import HealthConfig
 from torl.errors import UserError
 from torl.tir.loop import CALL_TRIGGERS
 from torl.train.signal import ZERO_SIGNAL_UPDATES
@@ -51,6 +52,62 @@ class TorlConfig:
     dynamic_sampling_max_rounds: int = field(
         default=2, metadata={"help": "Extra generation rounds per step at most (dynamic_sampling)."},
     )
+    share_prompt_forward: bool = field(
+        default=True,
+        metadata={"help": "Score the rows of a GRPO group with one forward of their shared prompt (same logps and "
+                          "gradients, less compute; single process, no gradient checkpointing; torl.train.shared_prompt)."},
+    )
+    # --- run health (torl.analysis.health metrics, torl.analysis.alarms alarms; wired in torl.train.watch)
+    health_checks: bool = field(
+        default=True,
+        metadata={"help": "Compute the health/* metrics and run the alarms each step (false: neither, e.g. to "
+                          "measure their cost)."},
+    )
+    health_stop_on_alarm: bool = field(
+        default=False, metadata={"help": "Save a checkpoint and stop the run when a health alarm first fires."},
+    )
+    health_tool_drop: float = field(
+        default=HealthConfig.tool_drop, metadata={"help": "tool_collapse: share of the running peak lost."})
+    health_tool_min_peak: float = field(
+        default=HealthConfig.tool_min_peak, metadata={"help": "tool_collapse: peaks below this never alarm."})
+    health_tool_window: int = field(
+        default=HealthConfig.tool_window, metadata={"help": "tool_collapse: steps averaged before comparing."})
+    health_grad_spike_factor: float = field(
+        default=HealthConfig.grad_spike_factor, metadata={"help": "grad_norm_spike: grad_norm > factor x median."})
+    health_grad_window: int = field(
+        default=HealthConfig.grad_window, metadata={"help": "grad_norm_spike: recent norms the median is over."})
+    health_grad_warmup: int = field(
+        default=HealthConfig.grad_warmup, metadata={"help": "grad_norm_spike: norms seen before spikes are judged."})
+    health_entropy_reference_steps: int = field(
+        default=HealthConfig.entropy_reference_steps,
+        metadata={"help": "entropy_collapse: first steps whose mean entropy is the reference."})
+    health_entropy_fraction: float = field(
+        default=HealthConfig.entropy_fraction,
+        metadata={"help": "entropy_collapse: entropy < fraction x reference alarms."})
+    health_no_boxed_max: float = field(
+        default=HealthConfig.no_boxed_max,
+        metadata={"help": "format_collapse: share of responses without \\boxed{} above which it alarms."})
+    filter_void_turns: bool = field(
+        default=False,
+        metadata={"help": "SimpleTIR filter: responses with a void turn get no loss (env_mask all 0); GRPO "
+                          "advantages are still computed over the full group."},
+    )
+    # --- end run health
+    # --- sampler/trainer mismatch (torl.train.mismatch; definitions in METRICS.md)
+    importance_sampling_correction: str = field(
+        default="auto",
+        metadata={"help": "TRL's truncated importance sampling on our rollouts (mode and caps: TRL's "
+                          "vllm_importance_sampling_mode/_clip_max/_clip_min): auto (on for engine=vllm, which samples "
+                          "with its own weights and kernels; off for engine=transformers, which samples with the "
+                          "trainer's module) | on | off."},
+    )
+    mismatch_metrics: str = field(
+        default="auto",
+        metadata={"help": "Log mismatch/* (sampler vs trainer logprobs) each step: auto (when the correction is on, "
+                          "at no extra cost) | on (also without it: a no-grad forward per generation batch when TRL "
+                          "computes no old logprobs) | off."},
+    )
+    # --- end sampler/trainer mismatch
     # --- sandbox
     sandbox: str = field(default="local", metadata={"help": "local | remote"})
     sandbox_url: str | None = field(default=None, metadata={"help": "Remote sandbox URL (sandbox=remote)."})
@@ -237,8 +294,22 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
     if grpo_cfg.num_generations < 2:
         raise UserError("num_generations must be >= 2: GRPO compares samples of the same prompt")
     _check_lora(c)
+    _check_sampler_correction(c, grpo_cfg)
+    health_config(c)  # thresholds checked by HealthConfig itself, under their config names
     _check_template(c.template)
     _check_model(c.model)
+
+
+def health_config(c: TorlConfig) -> HealthConfig:
+    """The alarms' thresholds from the `health_<name>` fields; a bad value is one line naming its field."""
+    import re
+
+    names = [f.name for f in dataclasses.fields(HealthConfig)]
+    try:
+        return HealthConfig(**{name: getattr(c, f"health_{name}") for name in names})
+    except ValueError as e:
+        message = str(e).removeprefix("HealthConfig: ")
+        raise UserError(re.sub(rf"\b({'|'.join(names)})\b", r"health_\1", message)) from None
 
 
 def _sharded_launch() -> bool:
@@ -261,6 +332,36 @@ def _check_vllm_runs_on_cpu() -> None:
     if not current_platform.is_cpu():
         raise UserError("engine=vllm needs a GPU and none is visible (this vLLM is not the CPU build); "
                         "use engine=transformers on CPU")
+
+
+def _check_sampler_correction(c: TorlConfig, grpo_cfg) -> None:
+    """importance_sampling_correction / mismatch_metrics, and TRL's IS settings when the correction is on."""
+    from torl.train.engines import choose_engine
+    from torl.train.mismatch import IS_MODES, SETTINGS, resolve
+
+    for name in ("importance_sampling_correction", "mismatch_metrics"):
+        if getattr(c, name) not in SETTINGS:
+            raise UserError(f"{name} must be one of {', '.join(SETTINGS)}, got {getattr(c, name)!r}")
+    correct, _ = resolve(c.importance_sampling_correction, c.mismatch_metrics, choose_engine(c.engine))
+    if not correct:
+        return
+    why = "on" if c.importance_sampling_correction == "on" else f"on (auto, engine={choose_engine(c.engine)})"
+    if not grpo_cfg.vllm_importance_sampling_correction:
+        raise UserError(f"importance_sampling_correction is {why} but vllm_importance_sampling_correction is false; "
+                        "torl's switch is importance_sampling_correction: set it to off instead")
+    mode, low, high = (grpo_cfg.vllm_importance_sampling_mode, grpo_cfg.vllm_importance_sampling_clip_min,
+                       grpo_cfg.vllm_importance_sampling_clip_max)
+    if mode not in IS_MODES:
+        raise UserError(f"vllm_importance_sampling_mode must be one of {', '.join(IS_MODES)}, got {mode!r}")
+    if high is not None and not high > 0:
+        raise UserError(f"vllm_importance_sampling_clip_max must be > 0 (the cap on IS weights), got {high}")
+    if low is not None and (low < 0 or (high is not None and low > high)):
+        raise UserError(f"vllm_importance_sampling_clip_min must be in [0, vllm_importance_sampling_clip_max], got {low}")
+    if mode.endswith("truncate") and low is None and high is None:
+        raise UserError(f"vllm_importance_sampling_mode={mode} needs vllm_importance_sampling_clip_max (or _clip_min)")
+    if grpo_cfg.loss_type == "vespo" and not mode.startswith("token"):
+        raise UserError("loss_type=vespo needs vllm_importance_sampling_mode token_truncate or token_mask "
+                        "(or importance_sampling_correction: off)")
 
 
 def _check_lora(c: TorlConfig) -> None:

@@ -20,6 +20,7 @@ class RolloutBatch:
     questions: list[dict]                       # {question_id, problem, gold} per sample
     stats: dict[str, float]                     # rollout-side metrics (time/*, signal/* of dynamic sampling)
     results: list | None = None                 # RewardResult per sample (None = sandbox failure), once scored
+    masked: list[bool] | None = None            # filter_void_turns: samples whose env_mask was zeroed (no loss)
 
 
 class StepRecorder:

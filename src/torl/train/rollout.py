@@ -7,6 +7,13 @@ observation tokens are context, never training targets. Every trajectory of the 
 concurrently on one persistent event loop (a background thread), so a trajectory waiting on the
 sandbox never holds the others back; batching is the engine's job.
 
+With `filter_void_turns` (SimpleTIR), a response with a void turn (`torl.analysis.health.is_degenerate`:
+it read an observation and then wrote neither code nor a boxed answer) gets an all-zero `env_mask`,
+so none of its tokens is trained on. Deliberately, its reward still enters its group's GRPO baseline
+(the filter acts on the policy loss, not on the advantages, which TRL computes over the full
+group): the other samples keep the advantages they would have had without the filter, and a
+group never shrinks below `num_generations` (nor to one sample, whose advantage would be 0).
+
 With dynamic sampling (DAPO), groups whose rewards are all equal are replaced, before TRL sees
 the batch, by groups of other training questions, for at most `max_rounds` extra generation
 rounds; the questions actually rolled out travel with the batch (`question_id`/`problem`/`gold`
@@ -20,6 +27,7 @@ import random
 import time
 from typing import Any
 
+from torl.analysis.health import is_degenerate
 from torl.background_loop import BackgroundLoop
 from torl.engines.base import Engine, Generation, SamplingParams
 from torl.sandbox.base import Sandbox
@@ -109,6 +117,7 @@ class ToolRolloutFunc:
         max_sandbox_error_ratio: float,
         dynamic_sampling: DynamicSampling | None = None,
         sync_weights: bool = False,
+        filter_void_turns: bool = False,
     ) -> None:
         self.clock = ActivityClock()
         self.engine = TimedEngine(engine, self.clock)
@@ -121,6 +130,7 @@ class ToolRolloutFunc:
         self.max_sandbox_error_ratio = max_sandbox_error_ratio
         self.dynamic_sampling = dynamic_sampling
         self.sync_weights = sync_weights
+        self.filter_void_turns = filter_void_turns
         self._synced_step: int | None = None
 
     def __call__(self, prompts: list[str], trainer) -> dict[str, Any]:
@@ -151,15 +161,23 @@ class ToolRolloutFunc:
         stats.update({"time/rollout_s": rollout_s, "time/generation_s": split["generation"],
                       "time/tools_s": split["tools"]})
         dicts = [t.to_dict() for t in trajectories]
-        self.recorder.record_rollouts(RolloutBatch(dicts, questions, stats))
+        env_mask = [t.loss_mask for t in trajectories]
+        masked = None
+        if self.filter_void_turns:  # SimpleTIR: no loss on responses with a void turn (module docstring)
+            masked = [is_degenerate(d) for d in dicts]
+            env_mask = [[0] * len(m) if out else m for m, out in zip(env_mask, masked, strict=True)]
+            stats["health/filtered_responses"] = float(sum(masked))
+        self.recorder.record_rollouts(RolloutBatch(dicts, questions, stats, masked=masked))
         logprobs = [t.logprobs for t in trajectories]
         return {
             "prompt_ids": [t.prompt_ids for t in trajectories],
             "completion_ids": [t.completion_ids for t in trajectories],
             # TRL only reads sampling logprobs for its vLLM importance-sampling correction; None = "not given".
             "logprobs": None if any(lp is None for lp in logprobs) else logprobs,
-            "env_mask": [t.loss_mask for t in trajectories],
+            "env_mask": env_mask,
             "trajectory": dicts,
+            # filter_void_turns zeroed this sample's env_mask (the token contract expects it: torl.train.contract)
+            "loss_filtered": masked or [False] * len(dicts),
             # the questions actually rolled out (dynamic sampling may have replaced some groups)
             "question_id": [q["question_id"] for q in questions],
             "problem": [q["problem"] for q in questions],

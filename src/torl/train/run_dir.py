@@ -51,6 +51,10 @@ def _plain(d: dict) -> dict:
     return {k: v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else str(v) for k, v in d.items()}
 
 
+def _num(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def _readme(root: Path, s: dict) -> str:
     lines = [
         f"torl training run — {root}",
@@ -68,17 +72,26 @@ def _readme(root: Path, s: dict) -> str:
                 acc = "n/a" if ev["accuracy"] is None else f"{ev['accuracy']:.3f}"
                 lines.append(f"  {name:8s} {acc:>9s} {ev['code_ratio']:>11.3f}")
         lines.append("")
-    if s.get("last_metrics"):
-        lines.append("last step metrics:")
-        for k, v in s["last_metrics"].items():
-            lines.append(f"  {k}: {v}")
+    if s.get("health"):  # HealthMonitor.summary_lines(): which alarms fired, when, for how long
+        lines += [*s["health"], ""]
+    if s.get("curve"):
+        lines.append("training curve (sampled responses, T as configured; metrics.jsonl has every metric):")
+        lines.append(f"  {'step':>4s} {'code ratio':>10s} {'accuracy':>9s} {'reward':>7s} {'informative':>11s} {'step s':>7s}")
+        for row in s["curve"]:
+            lines.append(f"  {row['step']:>4d} {_num(row['tools/code_ratio']):>10s} {_num(row['rewards/accuracy']):>9s} "
+                         f"{_num(row['reward']):>7s} {_num(row['signal/informative_groups'], 0):>11s} "
+                         f"{_num(row['time/step_s'], 0):>7s}")
         lines.append("")
+    if s.get("model_dir"):
+        lines += [f"trained model: {s['model_dir']}",
+                  f"  evaluate it with this run's task spec: torl eval --run {root} --benchmarks ...", ""]
     lines += [
         "files:",
         "  config.yaml          resolved configuration",
         "  metrics.jsonl        one row per step (see METRICS.md in torl/train)",
-        "  samples/             every sampled response per step (step_NNNNNN.jsonl)",
-        "  checkpoints/         resumable checkpoints (rerun the same torl train command with --resume)",
+        "  samples/             every sampled response per step (step_NNNNNN.jsonl); samples/alarms/ those",
+        "                       of grad_norm_spike steps when dump_samples is off",
+        "  checkpoints/         checkpoints; --resume continues from the last (not with save_only_model: no optimizer state)",
         "  tensorboard/         tensorboard --logdir tensorboard",
         "  eval_*.jsonl         held-out greedy rollouts before/after training",
     ]

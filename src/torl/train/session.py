@@ -14,17 +14,19 @@ import torch
 
 from torl.background_loop import BackgroundLoop
 from torl.train.callbacks import MetricsFileCallback, StopAfterMinutes, StopOnInterrupt
-from torl.train.config import make_sandbox
+from torl.train.config import health_config, make_sandbox
 from torl.train.data import load_questions
 from torl.train.engines import build_engine, choose_engine, push_weights
 from torl.train.heldout import evaluate_heldout
 from torl.train.lora import lora_config
+from torl.train.mismatch import resolve as resolve_mismatch
 from torl.train.ranks import process_rank
 from torl.train.recorder import StepRecorder
 from torl.train.reporting import StepReport
 from torl.train.rewards import TorlReward
 from torl.train.rollout import DynamicSampling, ToolRolloutFunc
 from torl.train.run_dir import RunDir
+from torl.train.watch import HealthWatch
 
 # (engine kind, model, tokenizer, model path, GRPOConfig) -> (engine, sync_weights)
 EngineFactory = Callable[..., tuple]
@@ -38,6 +40,7 @@ class TrainingSession:
         self.sandbox = None
         self.engine = None
         self.trainer = None
+        self.watch: HealthWatch | None = None
 
     # --- lifetime
     def __enter__(self) -> Self:
@@ -68,6 +71,8 @@ class TrainingSession:
         self.model_path = model_path
         self.engine, sync = self.engine_factory(choose_engine(cfg.engine), model, tokenizer, model_path, args)
         self.sync_weights = sync
+        correct, measure = resolve_mismatch(cfg.importance_sampling_correction, cfg.mismatch_metrics,
+                                            choose_engine(cfg.engine))
 
         self.rollout_config = self.task.rollout_config(
             temperature=args.temperature, top_p=args.top_p,
@@ -80,9 +85,11 @@ class TrainingSession:
             engine=self.engine, sandbox=self.sandbox, loop=self.loop, template=self.template,
             rollout_config=self.rollout_config, questions=self.train_questions, recorder=self.recorder,
             max_sandbox_error_ratio=cfg.max_sandbox_error_ratio, dynamic_sampling=dynamic, sync_weights=sync,
+            filter_void_turns=cfg.filter_void_turns,
         )
         report = StepReport(self.recorder, self.run.samples if cfg.dump_samples else None,
-                            render_prompt=lambda q: self.template.render(q, tokenizer), rank=process_rank())
+                            render_prompt=lambda q: self.template.render(q, tokenizer), rank=process_rank(),
+                            health=cfg.health_checks)
         from datasets import Dataset
 
         dataset = Dataset.from_list([{"prompt": q["problem"], **q} for q in self.train_questions])
@@ -91,9 +98,16 @@ class TrainingSession:
             train_dataset=dataset, processing_class=tokenizer, rollout_func=self.rollout_func,
             peft_config=lora_config(cfg),  # LoRA: TRL wraps `model` in place, so the engine runs the adapter too
             zero_signal_updates=cfg.zero_signal_updates, after_scoring=[report],
+            share_prompt_forward=cfg.share_prompt_forward,
+            sampler_correction=correct, mismatch_metrics=measure,  # torl.train.mismatch
+            contract_dump=lambda step: self.run.contract_violation_file(step, process_rank()),
         )
         # First in line, so the keys it adds (time/step_s, time/update_s) reach tensorboard too.
         self.trainer.callback_handler.callbacks.insert(0, MetricsFileCallback(self.run.metrics, self.recorder))
+        if cfg.health_checks:  # before the metrics file, so the row it writes has health/alarm_*
+            self.watch = HealthWatch(health_config(cfg), self.run, report, stop_on_alarm=cfg.health_stop_on_alarm,
+                                     main=process_rank() == 0)
+            self.trainer.callback_handler.callbacks.insert(0, self.watch)
 
         self.stopper = StopOnInterrupt()
         self.trainer.add_callback(self.stopper)
@@ -115,8 +129,17 @@ class TrainingSession:
                 "train_questions": len(self.train_questions), "heldout_questions": len(self.heldout),
                 "engine": type(self.engine).__name__}
 
+    def health_summary(self) -> list[str]:
+        """The README's health lines (`HealthMonitor.summary_lines`)."""
+        if self.watch is None:
+            return ["health: checks off (health_checks: false)"]
+        return self.watch.monitor.summary_lines()
+
     def train(self, checkpoint: str | None) -> str:
-        """Run GRPO; returns "finished" or "interrupted" (a checkpoint was saved)."""
+        """Run GRPO; returns "finished", "interrupted", "time budget used" or "stopped by health alarm
+        <name>" (a checkpoint was saved in the last three)."""
+        if checkpoint and self.watch is not None:
+            self.watch.load(checkpoint)
         budget = None
         if self.cfg.max_minutes is not None:
             budget = StopAfterMinutes(self.cfg.max_minutes)
@@ -128,6 +151,8 @@ class TrainingSession:
             self.stopper.uninstall()
         if self.stopper.requested:
             return "interrupted"
+        if self.watch is not None and self.watch.stopped_by is not None:
+            return f"stopped by health alarm {self.watch.stopped_by.name}"
         return "time budget used" if budget is not None and budget.fired else "finished"
 
     def evaluate(self, when: str, reuse: bool = False) -> dict:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from torl.train.config import check_sandbox, validate
+from torl.train.contract import TokenContractViolation
 from torl.train.metrics import truncate_metrics
 from torl.train.ranks import is_main_process
 from torl.train.rollout import SandboxErrorsExceeded
@@ -43,7 +44,7 @@ def run_training(torl_cfg, grpo_cfg, engine_factory: EngineFactory | None = None
 
     try:
         return _train_in_session(torl_cfg, grpo_cfg, run, checkpoint, engine_factory)
-    except SandboxErrorsExceeded as e:  # infrastructure, not the model: stop loudly, keep checkpoints
+    except (SandboxErrorsExceeded, TokenContractViolation) as e:  # ours, not the model's: stop loudly, keep checkpoints
         print(f"torl: error: {e}", file=sys.stderr)
         return 1
 
@@ -68,7 +69,9 @@ def _train_in_session(torl_cfg, grpo_cfg, run: RunDir, checkpoint: str | None, e
             if main:
                 _print_eval("after", summary["eval_after"])
         summary.update(steps=session.trainer.state.global_step, wall_s=time.time() - started,
-                       last_metrics=_last_metrics(run))
+                       curve=_curve(run), health=session.health_summary())
+        if session.trainer.state.global_step and run.checkpoint_dirs():
+            summary["model_dir"] = str(run.root / "merged" if torl_cfg.lora_r else run.checkpoint_dirs()[-1])
         if main:
             run.write_summary(summary)
     if main:
@@ -85,15 +88,15 @@ def _point_trl_at_run_dir(grpo_cfg, run: RunDir) -> None:
     grpo_cfg.logging_steps = 1  # every metric is per step (METRICS.md); averaging would hide steps
 
 
-def _last_metrics(run: RunDir) -> dict:
+CURVE_KEYS = ("step", "tools/code_ratio", "rewards/accuracy", "reward", "signal/informative_groups", "time/step_s")
+
+
+def _curve(run: RunDir) -> list[dict]:
+    """The training curve for README.txt: a few columns of every metrics.jsonl row."""
     if not run.metrics.exists():
-        return {}
-    lines = [line for line in run.metrics.read_text().splitlines() if line.strip()]
-    if not lines:
-        return {}
-    last = json.loads(lines[-1])
-    keep = ("step", "reward", "rewards/accuracy", "tools/code_ratio", "tools/pass_ratio", "loss", "time/step_s")
-    return {k: last[k] for k in keep if k in last}
+        return []
+    rows = [json.loads(line) for line in run.metrics.read_text().splitlines() if line.strip()]
+    return [{k: row.get(k) for k in CURVE_KEYS} for row in rows]
 
 
 def _print_eval(when: str, ev: dict) -> None:
