@@ -13,6 +13,7 @@ from typing import Self
 import torch
 
 from torl.background_loop import BackgroundLoop
+from torl.train import console
 from torl.train.callbacks import MetricsFileCallback, StopAfterMinutes, StopOnInterrupt
 from torl.train.config import health_config, make_sandbox
 from torl.train.data import load_questions
@@ -111,6 +112,7 @@ class TrainingSession:
 
         self.stopper = StopOnInterrupt()
         self.trainer.add_callback(self.stopper)
+        console.install(self.trainer)  # one readable line per step; the full dict stays in metrics.jsonl
         return self
 
     def __exit__(self, *exc) -> None:
