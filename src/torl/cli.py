@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from torl.errors import UserError
+from torl.errors import InfraError, UserError
 
 # Order is the order shown in `torl --help`.
 COMMAND_MODULES = [
@@ -37,12 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except UserError as e:
-        print(f"torl: error: {e}", file=sys.stderr)
+    except UserError as e:  # the user's mistake: one line naming the fix
+        print(f"torl: error: {_message(e)}", file=sys.stderr)
         return 2
+    except InfraError as e:  # ours: one line, no traceback; a training run keeps its checkpoints
+        print(f"torl: error: {type(e).__name__}: {' '.join(_message(e).split())}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("torl: interrupted", file=sys.stderr)
         return 130
+
+
+def _message(e: BaseException) -> str:
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)  # KeyError's str() adds quotes
+    return text or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -13,15 +13,12 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from torl.errors import DataError
 from torl.question import make_question
 
 FIELD_ORDER = ("id", "problem", "answer", "source", "level", "subject", "solution", "prompt")
 REQUIRED_FIELDS = ("id", "problem", "answer", "source")
 RECORD_SUFFIXES = (".jsonl", ".parquet")
-
-
-class DataError(ValueError):
-    """Bad data or a bad data request the user can fix; the message is one line naming the fix."""
 
 
 def make_record(**fields: object) -> dict:

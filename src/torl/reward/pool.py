@@ -30,15 +30,12 @@ import threading
 import time
 from pathlib import Path
 
+from torl.errors import VerifierUnavailable
 from torl.reward.verdict import Verdict
 
 DEFAULT_TIMEOUT_S = 5.0
 _HEADER = struct.Struct(">I")
 _START_TIMEOUT_S = 120.0
-
-
-class VerifierUnavailable(RuntimeError):
-    """The verifier pool cannot serve checks (workers fail to start, or all stay busy too long)."""
 
 
 class _Overran(Exception):

@@ -7,19 +7,8 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 from torl.background_loop import BackgroundLoop
+from torl.errors import InvalidCode, SandboxUnavailable, UnknownSession  # noqa: F401 - the interface's errors
 from torl.sandbox.result import ExecResult
-
-
-class SandboxUnavailable(RuntimeError):
-    """The sandbox cannot run code at all (isolation missing, server down...). Stops the run."""
-
-
-class InvalidCode(ValueError):
-    """The request itself is bad (not UTF-8, NUL bytes, too large, absurd limits)."""
-
-
-class UnknownSession(KeyError):
-    """A session id that was never opened, or was already closed."""
 
 
 class Sandbox(abc.ABC):

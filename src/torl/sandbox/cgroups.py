@@ -19,11 +19,9 @@ import dataclasses
 import os
 from pathlib import Path
 
+from torl.errors import CgroupError
+
 _PARENT_NAME = "torl-sandbox"
-
-
-class CgroupError(RuntimeError):
-    """A cgroup could not be created or configured; the message says which file and why."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from torl.errors import IsolationError
 from torl.sandbox import cgroups as cgroups_mod
 from torl.sandbox import seccomp
 
@@ -51,10 +52,6 @@ _SANDBOX_ENV = {
     "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
     "NUMEXPR_NUM_THREADS": "1",
 }
-
-
-class IsolationError(RuntimeError):
-    """Isolation cannot be set up on this host; the message says why and what to do."""
 
 
 def find_bwrap() -> str:

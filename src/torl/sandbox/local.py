@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
+from torl.errors import WorkerDied
 from torl.sandbox import cgroups, isolation
 from torl.sandbox.base import InvalidCode, Sandbox, SandboxUnavailable, UnknownSession
 from torl.sandbox.config import SandboxConfig
@@ -39,10 +40,6 @@ _MEMORY_SLACK = 32 * 2**20   # beyond the idle worker and memory_mb: the run's o
 _ANSWER_GRACE_S = 15.0       # beyond the timeout, for cleanup and slow machines, before we call a worker hung
 _MAX_RESPAWN_FAILURES = 3    # consecutive failed replacements before the sandbox declares itself unavailable
 _counter = itertools.count()
-
-
-class WorkerDied(RuntimeError):
-    """The worker process ended or stopped answering; the message carries its stderr tail."""
 
 
 class _WorkerProcess:

@@ -24,16 +24,13 @@ from urllib.parse import quote
 
 import httpx
 
+from torl.errors import SessionsNotSupported
 from torl.sandbox.base import InvalidCode, Sandbox, SandboxUnavailable, UnknownSession
 from torl.sandbox.config import check_utf8, encode_io, finite_float
 from torl.sandbox.result import ExecResult, ExecStatus
 from torl.sandbox.server import TOKEN_ENV
 
 HEALTH_SNIPPET = "print(6 * 7)"
-
-
-class SessionsNotSupported(NotImplementedError):
-    """The server has no session endpoints (a plain SandboxFusion server): use `torl sandbox serve`."""
 
 
 class _Unreachable(Exception):

@@ -26,9 +26,7 @@ from pathlib import Path
 
 import torch
 
-
-class TokenContractViolation(RuntimeError):
-    """TRL's batch is not what the rollouts sampled: training on it would learn from the wrong tokens."""
+from torl.errors import TokenContractViolation
 
 
 def trajectory_problems(traj: dict, decode) -> list[str]:

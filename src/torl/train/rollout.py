@@ -30,6 +30,7 @@ from typing import Any
 from torl.analysis.health import is_degenerate
 from torl.background_loop import BackgroundLoop
 from torl.engines.base import Engine, Generation, SamplingParams
+from torl.errors import SandboxErrorsExceeded
 from torl.sandbox.base import Sandbox
 from torl.tir.loop import RolloutConfig, rollout_many
 from torl.tir.seeds import derive_seed
@@ -39,10 +40,6 @@ from torl.train.ranks import process_rank
 from torl.train.recorder import RolloutBatch, StepRecorder
 from torl.train.rewards import reward_values, score_trajectories
 from torl.train.signal import informative_groups
-
-
-class SandboxErrorsExceeded(RuntimeError):
-    """Too many responses in one step hit a sandbox failure on our side: the run stops."""
 
 
 class TimedEngine(Engine):

@@ -13,11 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from torl.errors import InfraError
 from torl.train.config import check_sandbox, validate
-from torl.train.contract import TokenContractViolation
 from torl.train.metrics import truncate_metrics
 from torl.train.ranks import is_main_process
-from torl.train.rollout import SandboxErrorsExceeded
 from torl.train.run_dir import RunDir
 from torl.train.session import EngineFactory, TrainingSession
 
@@ -44,8 +43,8 @@ def run_training(torl_cfg, grpo_cfg, engine_factory: EngineFactory | None = None
 
     try:
         return _train_in_session(torl_cfg, grpo_cfg, run, checkpoint, engine_factory)
-    except (SandboxErrorsExceeded, TokenContractViolation) as e:  # ours, not the model's: stop loudly, keep checkpoints
-        print(f"torl: error: {e}", file=sys.stderr)
+    except InfraError as e:  # ours, not the model's (sandbox, verifier, token contract): stop loudly, keep checkpoints
+        print(f"torl: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
 
 
