@@ -202,7 +202,12 @@ def main() -> int:
                     help="plain: torl vs plain TRL; health: health_checks on vs off; "
                          "zero-signal: zero_signal_updates compute vs coast vs skip; "
                          "share-prompt: share_prompt_forward off vs on")
+    ap.add_argument("--smoke", action="store_true",
+                    help="the smallest run that exercises every path (1 step, 16 tokens): checks the bench still works; "
+                         "its ratio means little")
     args = ap.parse_args()
+    if args.smoke:
+        args.steps, args.prompts, args.generations, args.max_tokens = 1, 1, 2, 16
     if args.compare != "plain":
         with tempfile.TemporaryDirectory() as tmp:
             compare = {"health": compare_health, "zero-signal": compare_zero_signal,
