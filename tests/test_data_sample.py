@@ -143,6 +143,7 @@ def test_turning_filters_off_keeps_what_they_dropped(tmp_path):
     kept = sorted(re.match(r"\(v(\d)\)", r["response"]).group(1) for r in result.rows)
     assert kept == ["0", "2", "3", "5", "6", "8"]
     assert result.report.removed == {"duplicate": 1, "incorrect": 1, "truncated": 1}
+    assert list(result.report.details["failing_each_check"]) == ["sandbox_error", "incorrect", "truncated"]
 
 
 class FailsOnOurSide(Sandbox):
@@ -197,6 +198,7 @@ def test_sandbox_errors_are_infrastructure_not_wrong_answers(tmp_path):
                                  "dropped": {"sandbox_error": 3}}
     assert result.report.details["failing_each_check"]["incorrect"] == 0
     assert result.report.details["pass@3"] == 1.0  # over the questions that could be scored: only a
+    assert result.report.details["pass_at_k_questions"] == 1
 
     # Past the allowed share the run stops, writing nothing.
     cfg = SampleConfig(out_dir=str(tmp_path / "out2"), max_sandbox_error_share=0.1, **kw)

@@ -163,15 +163,28 @@ def judge(traj: dict, correct: bool | None, filters: SampleFilters) -> str | Non
     return None
 
 
+def active_checks(filters: SampleFilters) -> list[str]:
+    """The checks `filters` applies, in judging order (duplicates aside)."""
+    off = {"no_code"} if not filters.require_code else set()
+    off |= {"failed_call", "unrun_code"} if not filters.require_clean_calls else set()
+    off |= {"too_long"} if filters.max_length is None else set()
+    return [r for r in DROP_REASONS[:-1] if r not in off]
+
+
 def _checks(traj: dict, correct: bool | None, filters: SampleFilters):
+    """(reason, fails) for each active check, in judging order."""
     calls = [c for c in traj["calls"] if c.get("executed", True)]
-    yield "sandbox_error", bool(traj["sandbox_error"])
-    yield "incorrect", not correct
-    yield "truncated", bool(traj["truncated"])
-    yield "no_code", filters.require_code and not calls
-    yield "failed_call", filters.require_clean_calls and any(c["result"]["status"] != "ok" for c in calls)
-    yield "unrun_code", filters.require_clean_calls and bool(traj["skipped_calls"])
-    yield "too_long", filters.max_length is not None and len(traj["completion_ids"]) > filters.max_length
+    fails = {
+        "sandbox_error": lambda: bool(traj["sandbox_error"]),
+        "incorrect": lambda: not correct,
+        "truncated": lambda: bool(traj["truncated"]),
+        "no_code": lambda: not calls,
+        "failed_call": lambda: any(c["result"]["status"] != "ok" for c in calls),
+        "unrun_code": lambda: bool(traj["skipped_calls"]),
+        "too_long": lambda: len(traj["completion_ids"]) > filters.max_length,
+    }
+    for reason in active_checks(filters):
+        yield reason, fails[reason]()
 
 
 def training_row(traj: dict, question: dict) -> dict:
@@ -244,7 +257,8 @@ async def _sample_all(questions, cfg: SampleConfig, engine_factory, sandbox_fact
         async def one(q: dict, s: int) -> None:
             async with gate:
                 config = dataclasses.replace(rollout_config, seed=derive_seed(cfg.seed, "sample", q["question_id"], s))
-                meta = {"question_id": q["question_id"], "sample": s, "model": cfg.model}
+                meta = {"question_id": q["question_id"], "sample": s, "model": cfg.model,
+                        "tokenizer": cfg.tokenizer or cfg.model}  # whose token ids these are
                 traj = (await rollout(engine, sandbox, prompts[q["question_id"]], config, metadata=meta)).to_dict()
             # Checking runs in worker processes; a thread keeps the event loop generating meanwhile.
             correct = None if traj["sandbox_error"] else bool(
@@ -272,7 +286,7 @@ def _select(questions, samples, cfg: SampleConfig) -> SampleResult:
     from torl.eval.accuracy import benchmark_scores
 
     report = StageReport("sample")
-    rows, per_question, failing = [], [], dict.fromkeys(DROP_REASONS[:-1], 0)
+    rows, per_question, failing = [], [], dict.fromkeys(active_checks(cfg.filters), 0)
     for q in questions:
         qid = q["question_id"]
         seen: set[str] = set()
@@ -303,6 +317,7 @@ def _select(questions, samples, cfg: SampleConfig) -> SampleResult:
         "questions": len(questions),
         "k": cfg.k,
         f"pass@{cfg.k}": scores["pass_at_k"],
+        "pass_at_k_questions": scores["pass_at_k_problems"],  # those with K scored samples (no sandbox error)
         "accuracy": scores["accuracy"],
         "questions_with_kept": sum(e["kept"] > 0 for e in per_question),
         "sandbox_error_samples": report.removed.get("sandbox_error", 0),
@@ -366,7 +381,9 @@ def report_markdown(report: StageReport) -> str:
               f"pass@{k} {_fmt(d['pass@' + str(k)])}, accuracy {_fmt(d['accuracy'])}; "
               f"{d['questions_with_kept']} questions have a kept trajectory."), "",
              "## Dropped (first failing check; the counts add up)", ""]
-    lines += [f"- `{reason}`: {report.removed.get(reason, 0)}" for reason in DROP_REASONS]
+    active = set(d["failing_each_check"]) | {"duplicate"}
+    lines += [f"- `{reason}`: {report.removed.get(reason, 0)}" if reason in active else f"- `{reason}`: off"
+              for reason in DROP_REASONS]
     lines += ["", "Failing each check on its own (a sample can fail several): "
               + ", ".join(f"`{r}` {n}" for r, n in d["failing_each_check"].items()), "",
               "## Per question", "", "| question | sampled | correct | kept | dropped |", "|---|---|---|---|---|"]
@@ -390,7 +407,7 @@ def summary_line(result: SampleResult) -> str:
     k = d["k"]
     dropped = ", ".join(f"{reason}: {n}" for reason, n in r.removed.items()) or "nothing dropped"
     return (f"sample: {r.n_out} kept of {r.n_in} sampled ({dropped}); pass@{k} {_fmt(d['pass@' + str(k)])} "
-            f"over {d['questions']} questions, {d['questions_with_kept']} with a kept trajectory, {r.seconds:.1f} s")
+            f"over {d['pass_at_k_questions']} questions, {d['questions_with_kept']} with a kept trajectory, {r.seconds:.1f} s")
 
 
 async def _build_engine(cfg: SampleConfig):
