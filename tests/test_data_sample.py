@@ -134,6 +134,26 @@ def test_rejection_sampling_keeps_only_what_its_filters_allow_and_records_the_sp
     assert sorted(p.name for p in out.iterdir()) == sorted([DATA_FILE, "task_spec.json", "stats.json", "report.md"])
 
 
+def test_a_runs_task_spec_is_used_and_recorded_with_overrides(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    TaskSpec(template="torl_fewshot", call_trigger="block_close", max_tool_calls=2, max_response_tokens=300).save(run)
+    tokenizer = ToyTokenizer()
+    questions = load_questions([str(records_file(tmp_path, [("a", "What is 6*7?", "42")]))], None)
+    cfg = SampleConfig(out_dir=str(tmp_path / "out"), run=str(run), model="scripted", k=1, max_tool_calls=1)
+    result = sample_questions(questions, cfg, engine_factory=scripted_factory(tokenizer))
+    write_outputs(result, cfg)
+    spec = TaskSpec.load(tmp_path / "out")
+    assert spec == TaskSpec(template="torl_fewshot", call_trigger="block_close", max_tool_calls=1,
+                            max_response_tokens=300)
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["details"]["settings"]["task_overrides"] == {"max_tool_calls": {"from": 2, "to": 1}}
+    [row] = result.rows
+    # block_close: the loop ran the block at its closing fence and wrote the whole output block itself.
+    assert "print(6*7)\n```\n```output\n42\n```\nSo \\boxed{42}." in row["response"]
+    assert tokenizer.decode(row["prompt_ids"]) == spec.prompt_template().render("What is 6*7?", tokenizer)
+
+
 def test_turning_filters_off_keeps_what_they_dropped(tmp_path):
     tokenizer = ToyTokenizer()
     questions = load_questions([str(records_file(tmp_path, [("a", "What is 6*7?", "42")]))], None)
