@@ -169,6 +169,80 @@ def cmd_pipeline(args) -> int:
     return 0
 
 
+@_user_errors
+def cmd_sample(args) -> int:
+    from torl.data.sample import (
+        SampleConfig,
+        SampleFilters,
+        check_out_dir,
+        load_questions,
+        sample_questions,
+        summary_line,
+        write_outputs,
+    )
+
+    filters = SampleFilters(require_code=not args.allow_no_code, require_clean_calls=not args.allow_failed_calls,
+                            max_length=args.max_length)
+    cfg = SampleConfig(
+        out_dir=args.out, model=args.model, run=args.run, engine=args.engine, base_url=args.base_url,
+        api_key=args.api_key, tokenizer=args.tokenizer, template=args.template, max_tool_calls=args.max_tool_calls,
+        call_trigger=args.call_trigger, max_tokens=args.max_tokens, exec_timeout=args.exec_timeout,
+        reward_scheme=args.reward_scheme, k=args.k, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+        concurrency=args.concurrency, sandbox_url=args.sandbox_url, filters=filters,
+        max_sandbox_error_share=args.max_sandbox_error_share)
+    check_out_dir(args.out)  # before any model work
+    questions = load_questions(args.input, args.benchmark, data_dir=args.data_dir, problem_column=args.problem_column,
+                               answer_column=args.answer_column, limit=args.limit)
+    result = sample_questions(questions, cfg, progress=not args.quiet)
+    path = write_outputs(result, cfg)
+    print(summary_line(result))
+    print(f"wrote {path}, with task_spec.json, stats.json and report.md beside it")
+    return 0
+
+
+def _register_sample(sub) -> None:
+    """`torl data sample`: its flags are `torl eval`'s where they mean the same thing."""
+    p = sub.add_parser("sample", help="rejection-sample tool-integrated trajectories (SFT data) with any engine",
+                       description="K samples per question under a task spec, run with the sandbox; keeps the correct "
+                                   "ones that pass the filters, once per distinct response; writes them with their "
+                                   "task spec and a report (see torl.data.sample)")
+    p.add_argument("--input", action="append", help="normalized records (.jsonl/.parquet: id, problem, answer, source); "
+                                                    "repeatable")
+    p.add_argument("--benchmark", help="or a benchmark name or file, read like `torl eval --benchmarks`")
+    p.add_argument("--data-dir", help="dir with <benchmark>.jsonl files (default: $TORL_DATA_DIR or ../shared/data/benchmarks)")
+    p.add_argument("--problem-column", help="--benchmark file: column holding the problem text")
+    p.add_argument("--answer-column", help="--benchmark file: column holding the gold answer")
+    p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--out", required=True, help="output dir: trajectories.jsonl, task_spec.json, stats.json, report.md")
+    p.add_argument("--model", help="HF id, local checkpoint, smollm2-135m, or the served model name (--engine openai)")
+    p.add_argument("--run", help="a training run directory: its model (unless --model) and its task spec")
+    p.add_argument("--engine", choices=("transformers", "vllm", "openai"), default="transformers")
+    p.add_argument("--base-url", help="--engine openai: the teacher's /v1 URL, e.g. http://localhost:8000/v1")
+    p.add_argument("--api-key", help="--engine openai: bearer token, if the server wants one")
+    p.add_argument("--tokenizer", help="--engine openai: the served model's tokenizer (HF id or path; default: --model)")
+    p.add_argument("--template", help="prompt template (torl, torl_fewshot, chat, ...; default torl)")
+    p.add_argument("--max-tool-calls", type=int, help="C: executed code calls per response (default 1)")
+    p.add_argument("--call-trigger", choices=("output_fence", "block_close"),
+                   help="what runs a code block: the model's ```output (ToRL, default) or its closing fence")
+    p.add_argument("--max-tokens", type=int, help="response budget, interpreter tokens included (default 2048)")
+    p.add_argument("--exec-timeout", type=float, help="seconds per code call (default 10)")
+    p.add_argument("--reward-scheme", help="torl (+1/-1, default) | binary | torl_exec_penalty")
+    p.add_argument("--k", "--n", dest="k", type=int, default=4, help="samples per question (K)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--concurrency", type=int, default=32, help="samples in flight at once")
+    p.add_argument("--sandbox-url", help="use a remote sandbox server instead of the local sandbox")
+    p.add_argument("--allow-no-code", action="store_true", help="keep correct responses that ran no code")
+    p.add_argument("--allow-failed-calls", action="store_true",
+                   help="keep responses with a failed call or a block that never ran (e.g. error recovery)")
+    p.add_argument("--max-length", type=int, help="drop responses longer than N tokens (model + interpreter)")
+    p.add_argument("--max-sandbox-error-share", type=float, default=0.1,
+                   help="stop, writing nothing, when more samples than this share hit OUR sandbox's errors")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sample)
+
+
 def register(subparsers) -> None:
     """Adds `torl data` and its stage sub-commands."""
     data = subparsers.add_parser("data", help="curate training data (ingest, filter, dedup, decontam, LIMR, synthetic)",
@@ -251,3 +325,5 @@ def register(subparsers) -> None:
     p.add_argument("--template")
     p.add_argument("--no-dedup", action="store_true")
     p.add_argument("--no-decontam", action="store_true")
+
+    _register_sample(sub)
