@@ -32,6 +32,7 @@ def _user_errors(handler):
 def _summary(report) -> None:
     removed = ", ".join(f"{k}: {v}" for k, v in report.removed.items()) or "nothing removed"
     print(f"{report.stage}: {report.n_in} in, {report.n_out} out ({removed}) in {report.seconds:.2f} s")
+    report.print_warnings()
 
 
 def _read_inputs(paths: list[str]) -> list[dict]:
