@@ -119,6 +119,15 @@ def test_parquet_file(tmp_path):
     assert [r["gold"] for r in load_benchmark(str(path))] == ["1", "2"]
 
 
+def test_gzip_jsonl_file(tmp_path):
+    import gzip
+
+    path = tmp_path / "b.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write(json.dumps({"problem": "P", "answer": "4"}) + "\n")
+    assert load_benchmark(str(path)) == [{"question_id": "0", "problem": "P", "gold": "4"}]
+
+
 def test_duplicate_ids_stay_distinct(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"id": 1, "problem": "a", "answer": "1"}, {"id": 1, "problem": "b", "answer": "2"}])
     assert [r["question_id"] for r in load_benchmark(str(path))] == ["1", "1#1"]

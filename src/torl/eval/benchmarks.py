@@ -27,7 +27,7 @@ from torl.question import make_question
 
 PROBLEM_COLUMNS = ("problem", "question", "Problem", "Question", "prompt")
 ANSWER_COLUMNS = ("answer", "final_answer", "gold", "Answer", "expected_answer")
-FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".gz")  # .gz: .jsonl.gz
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,9 +112,10 @@ def load_benchmark(
 def _read_file(path: Path) -> list[dict]:
     import datasets
 
-    kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
+    kind = "json" if path.name.endswith(".jsonl.gz") else {".jsonl": "json", ".json": "json", ".parquet": "parquet",
+                                                          ".csv": "csv"}.get(path.suffix)
     if kind is None:
-        raise UserError(f"benchmark file {path} must end in {', '.join(FILE_SUFFIXES)}")
+        raise UserError(f"benchmark file {path} must end in .jsonl, .jsonl.gz, .json, .parquet or .csv")
     path = bundled_data.verified(path)
     try:
         return datasets.load_dataset(kind, data_files=str(path), split="train").to_list()
