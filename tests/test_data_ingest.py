@@ -186,6 +186,11 @@ def test_an_ingest_that_drops_every_row_says_why(tmp_path):
     [warning] = report.warnings
     assert warning.startswith(f"ingest of {path} (schema question-answer) removed all 3 rows: no_answer 3")
     assert "no '####' in column 'answer'" in warning and "--map answer_format=plain" in warning
+    # one bad input among good ones: the stage as a whole keeps most rows, the input still warns
+    good = str(write_jsonl(tmp_path / "good.jsonl", [{"problem": f"{n}+1?", "answer": str(n + 1)} for n in range(5)]))
+    records, report = ingest([good, InputSpec(path, mapping={"answer_format": "gsm8k"})])
+    assert len(records) == 5 and report.removed == {"no_answer": 3}
+    assert [w.split(" removed ")[0] for w in report.warnings] == [f"ingest of {path} (schema question-answer)"]
 
 
 def test_clashing_ids_are_renamed_not_dropped(tmp_path):

@@ -42,6 +42,7 @@ def test_math_pipeline_counts_add_up(math_pipeline):
     out, records, stats = math_pipeline
     assert stats["n_in"] == 7498
     assert stats["n_in"] == stats["n_out"] + sum(stats["removed"].values())
+    assert stats["warnings"] == []  # no stage removes most of MATH
     stages = stats["stages"]
     assert [s["stage"] for s in stages] == ["ingest", "filter", "dedup", "decontam", "output"]
     for s in stages:

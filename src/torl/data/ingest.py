@@ -281,8 +281,9 @@ def _gold(row: dict, schema: Schema) -> tuple[str | None, str | None, str]:
     return (extract_boxed(solution) if solution is not None else None), solution, why
 
 
-def _row_to_record(row: dict, schema: Schema, source: str, index: int, stats: dict) -> tuple[dict, str | None]:
-    """The record of a row, and why it cannot be used (no problem text, no gold answer) or None."""
+def _row_to_record(row: dict, schema: Schema, source: str, index: int,
+                   stats: dict) -> tuple[dict, tuple[str, str] | None]:
+    """The record of a row, and (reason, why) when it cannot be used (no problem text, no gold answer)."""
     problem = _as_text(row.get(schema.problem), schema.problem)
     answer, solution, why_no_answer = _gold(row, schema)
     if answer is not None and not schema.answer:
@@ -304,10 +305,10 @@ def _row_to_record(row: dict, schema: Schema, source: str, index: int, stats: di
     record = make_record(id=rec_id, problem=problem or "", answer=answer or "", source=rec_source,
                          level=level, subject=subject, solution=solution)
     if problem is None:
-        return record, f"no_problem: column {schema.problem!r} is empty"
+        return record, ("no_problem", f"column {schema.problem!r} is empty")
     if answer is None:
         stats["answers_missing"] += 1
-        return record, f"no_answer: {why_no_answer}"
+        return record, ("no_answer", why_no_answer)
     return record, None
 
 
@@ -352,7 +353,8 @@ def ingest(inputs: list[InputSpec | str], on_malformed: str = "error") -> tuple[
         stats = {"input": raw.where, "schema": schema.name, "columns": schema.columns(),
                  "answer_format": schema.answer_format if schema.answer else "boxed in solution",
                  "rows": len(raw.rows), "answers_from_solution": 0, "answers_missing": 0, "renamed_ids": 0}
-        removed_before = dict(report.removed)
+        removed_here: dict[str, int] = {}
+        first_here: dict[str, list[dict]] = {}  # the first removed row of each reason, for the warning
         for index, (loc, row) in enumerate(raw.rows):
             try:
                 if isinstance(row, str):
@@ -362,10 +364,14 @@ def ingest(inputs: list[InputSpec | str], on_malformed: str = "error") -> tuple[
                 if on_malformed == "error":
                     raise DataError(f"{loc}: malformed row: {e}; fix it or pass --skip-malformed") from None
                 report.remove("malformed_row", None, where=loc, reason=str(e))
+                removed_here["malformed_row"] = removed_here.get("malformed_row", 0) + 1
+                first_here.setdefault("malformed_row", [{"where": loc, "reason": str(e)}])
                 continue
             if unusable:
-                reason, _, why = unusable.partition(": ")
+                reason, why = unusable
                 report.remove(reason, record, where=loc, why=why)
+                removed_here[reason] = removed_here.get(reason, 0) + 1
+                first_here.setdefault(reason, [{"where": loc, "why": why}])
                 continue
             if record["id"] in seen_ids:  # keep every row: make the clashing id unique, and say so
                 seen_ids[record["id"]] += 1
@@ -374,8 +380,6 @@ def ingest(inputs: list[InputSpec | str], on_malformed: str = "error") -> tuple[
             seen_ids.setdefault(record["id"], 1)
             records.append(record)
         report.details["inputs"].append(stats)
-        removed_here = {k: n - removed_before.get(k, 0) for k, n in report.removed.items() if n > removed_before.get(k, 0)}
-        examples_here = {k: [e for e in v if str(e.get("where", "")).startswith(raw.where)] for k, v in report.examples.items()}
-        warning = drop_warning(f"ingest of {raw.where} (schema {schema.name})", len(raw.rows), removed_here, examples_here)
+        warning = drop_warning(f"ingest of {raw.where} (schema {schema.name})", len(raw.rows), removed_here, first_here)
         report.warnings += [warning] if warning else []
     return records, report.finish(len(records), time.perf_counter() - start)
