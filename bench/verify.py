@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "benchmarks" / "math500.jsonl"
+DATA = REPO / "src" / "torl" / "bundled_data" / "benchmarks" / "math500.jsonl"  # shipped with torl
 PATHOLOGICAL = {
     "tower_5^5^5^5": "5^{5^{5^{5}}}",
     "huge_power_plus_1": "10^{10^{9}}+1",

@@ -44,13 +44,13 @@ def test_bad_dedup_parameters():
 
 
 @pytest.fixture(scope="module")
-def math_train(shared_data):
-    return read_records(shared_data / "train" / "math_train.jsonl")
+def math_train(shipped_data):
+    return read_records(shipped_data / "train" / "math_train.jsonl.gz")
 
 
 @pytest.fixture(scope="module")
-def math500(shared_data):
-    return load_benchmark(str(shared_data / "benchmarks" / "math500.jsonl"))[1]
+def math500(shipped_data):
+    return load_benchmark(str(shipped_data / "benchmarks" / "math500.jsonl"))[1]
 
 
 def test_math_train_dedup_counts_add_up(math_train):
@@ -94,9 +94,9 @@ def test_planted_near_copies_of_math500_are_all_found(math_train, math500, clean
     assert report.n_in == len(kept) + sum(report.removed.values())
 
 
-def test_benchmark_overlap_is_reported_per_benchmark(shared_data):
-    aime = load_benchmark(str(shared_data / "benchmarks" / "aime24.jsonl"))[1]
-    gsm = load_benchmark(str(shared_data / "benchmarks" / "gsm8k.jsonl"))[1]
+def test_benchmark_overlap_is_reported_per_benchmark():
+    aime = load_benchmark("aime24")[1]
+    gsm = load_benchmark("gsm8k")[1]
     records = [rec("x", aime[0]["problem"]), rec("y", "Prefix. " + gsm[3]["problem"]), rec("z", LONG)]
     kept, report = decontaminate(records, {"aime24": aime, "gsm8k": gsm})
     assert [r["id"] for r in kept] == ["z"]
@@ -105,10 +105,14 @@ def test_benchmark_overlap_is_reported_per_benchmark(shared_data):
     assert report.details["removed"]["gsm8k"][0]["benchmark_id"] == gsm[3]["id"]
 
 
-def test_benchmarks_resolve_by_name_and_errors(shared_data, tmp_path):
-    name, path = resolve_benchmark("amc23", shared_data / "benchmarks")
-    assert name == "amc23" and path.name == "amc23.jsonl"
-    with pytest.raises(DataError, match="benchmark 'nope' not found"):
+def test_benchmarks_resolve_by_name_and_errors(shipped_data, tmp_path, monkeypatch):
+    monkeypatch.delenv("TORL_DATA_DIR", raising=False)
+    assert resolve_benchmark("amc23") == ("amc23", shipped_data / "benchmarks" / "amc23.jsonl")  # shipped by default
+    (tmp_path / "amc23.jsonl").write_text('{"problem": "p", "answer": "1"}\n')
+    assert resolve_benchmark("amc23", tmp_path) == ("amc23", tmp_path / "amc23.jsonl")  # --benchmark-dir
+    monkeypatch.setenv("TORL_DATA_DIR", str(tmp_path))
+    assert resolve_benchmark("amc23") == ("amc23", tmp_path / "amc23.jsonl")  # $TORL_DATA_DIR
+    with pytest.raises(DataError, match=r"benchmark 'nope' not found: .*benchmarks there: amc23\); .*--benchmark-dir"):
         resolve_benchmark("nope", tmp_path)
     with pytest.raises(DataError, match="threshold"):
         decontaminate([], {"x": []}, threshold=1.5)

@@ -53,8 +53,8 @@ def test_detect_schema_unknown_columns_is_none():
     assert detect_schema({"id", "problem", "answer", "source"}).keep_ids
 
 
-def test_normalized_file_round_trips_unchanged(shared_data, tmp_path):
-    rows = [json.loads(line) for line in (shared_data / "benchmarks" / "aime24.jsonl").open()][:5]
+def test_normalized_file_round_trips_unchanged(shipped_data, tmp_path):
+    rows = [json.loads(line) for line in (shipped_data / "benchmarks" / "aime24.jsonl").open()][:5]
     records, _ = ingest([str(write_jsonl(tmp_path / "aime.jsonl", rows))])
     assert records == rows
 
@@ -133,11 +133,64 @@ def test_skipped_malformed_rows_are_counted_with_locations(tmp_path):
     assert "list of 2 items" in report.examples["malformed_row"][2]["reason"]
 
 
-def test_rows_without_answer_are_kept_for_the_filter_to_count(tmp_path):
-    rows = [{"problem": "p", "solution": "no box here"}, {"problem": "q", "solution": "\\boxed{1}"}]
-    records, report = ingest([str(write_jsonl(tmp_path / "m.jsonl", rows))])
-    assert [r["answer"] for r in records] == ["", "1"]
+def test_rows_without_answer_are_removed_and_counted_with_the_reason(tmp_path):
+    rows = [{"problem": "p", "solution": "no box here"}, {"problem": "q", "solution": "\\boxed{1}"},
+            {"problem": " ", "solution": "\\boxed{2}"}]
+    path = write_jsonl(tmp_path / "m.jsonl", rows)
+    records, report = ingest([str(path)])
+    assert [r["answer"] for r in records] == ["1"]
+    assert report.removed == {"no_answer": 1, "no_problem": 1} and report.n_in == 3 == report.n_out + 2
+    assert report.examples["no_answer"][0]["where"] == f"{path}:1"
+    assert "no \\boxed{} in column 'solution'" in report.examples["no_answer"][0]["why"]
     assert report.details["inputs"][0]["answers_missing"] == 1
+    assert report.warnings  # 2 of 3 rows gone: most of them
+
+
+# Your own data, in the two plain shapes the README documents.
+OWN_ROWS = [{"answer": "5", "id": 7}, {"answer": "x=2"}, {"answer": "$\\frac{1}{2}$"}]
+OWN_PROBLEMS = ["What is 2+3?", "Solve $x+1=3$.", "Half of 1?"]
+
+
+@pytest.mark.parametrize("column", ["question", "problem"])
+def test_own_question_or_problem_answer_file_ingests_as_itself(tmp_path, column):
+    rows = [{column: p, **r} for p, r in zip(OWN_PROBLEMS, OWN_ROWS)]
+    records, report = ingest([str(write_jsonl(tmp_path / "mine.jsonl", rows))])
+    assert [(r["problem"], r["answer"]) for r in records] == list(zip(OWN_PROBLEMS, ["5", "x=2", "\\frac{1}{2}"]))
+    assert [r["id"] for r in records] == ["mine-7", "mine-1", "mine-2"] and {r["source"] for r in records} == {"mine"}
+    assert report.removed == {} and report.warnings == [] and report.n_out == 3
+    assert report.details["inputs"][0]["answer_format"] == "plain"
+
+
+def test_own_question_answer_file_with_an_explicit_mapping(tmp_path):
+    rows = [{"question": p, **r} for p, r in zip(OWN_PROBLEMS, OWN_ROWS)]
+    path = str(write_jsonl(tmp_path / "mine.jsonl", rows))
+    records, report = ingest([InputSpec(path, mapping=parse_mapping("problem=question,answer=answer"))])
+    assert [(r["problem"], r["answer"]) for r in records] == list(zip(OWN_PROBLEMS, ["5", "x=2", "\\frac{1}{2}"]))
+    assert report.removed == {}
+
+
+def test_gsm8k_answers_are_told_from_their_values_not_the_column_names(tmp_path):
+    rows = [{"question": "A?", "answer": "2+2=4\n#### 4"}, {"question": "B?", "answer": "so\n#### 1,000"}]
+    records, report = ingest([str(write_jsonl(tmp_path / "g.jsonl", rows))])
+    assert [r["answer"] for r in records] == ["4", "1000"] and report.details["inputs"][0]["schema"] == "gsm8k"
+    rows = [{"problem": "C?", "answer": "so\n#### 12"}]  # GSM8K-style answers under other column names
+    records, report = ingest([str(write_jsonl(tmp_path / "h.jsonl", rows))])
+    assert records[0]["answer"] == "12" and report.details["inputs"][0]["answer_format"] == "gsm8k"
+
+
+def test_an_ingest_that_drops_every_row_says_why(tmp_path):
+    rows = [{"question": p, **r} for p, r in zip(OWN_PROBLEMS, OWN_ROWS)]
+    path = str(write_jsonl(tmp_path / "mine.jsonl", rows))
+    records, report = ingest([InputSpec(path, mapping={"answer_format": "gsm8k"})])  # the wrong format, forced
+    assert records == [] and report.removed == {"no_answer": 3} and report.n_in == 3
+    [warning] = report.warnings
+    assert warning.startswith(f"ingest of {path} (schema question-answer) removed all 3 rows: no_answer 3")
+    assert "no '####' in column 'answer'" in warning and "--map answer_format=plain" in warning
+    # one bad input among good ones: the stage as a whole keeps most rows, the input still warns
+    good = str(write_jsonl(tmp_path / "good.jsonl", [{"problem": f"{n}+1?", "answer": str(n + 1)} for n in range(5)]))
+    records, report = ingest([good, InputSpec(path, mapping={"answer_format": "gsm8k"})])
+    assert len(records) == 5 and report.removed == {"no_answer": 3}
+    assert [w.split(" removed ")[0] for w in report.warnings] == [f"ingest of {path} (schema question-answer)"]
 
 
 def test_clashing_ids_are_renamed_not_dropped(tmp_path):

@@ -25,14 +25,15 @@ def data_cli(argv):
 
 
 @pytest.fixture(scope="module")
-def math_pipeline(shared_data, tmp_path_factory):
+def math_pipeline(shipped_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline")
-    config = config_from_dict({
-        "inputs": [str(shared_data / "train" / "math_train.jsonl")],
-        "decontam": {"benchmark_dir": str(shared_data / "benchmarks")},
+    config = config_from_dict({  # decontaminated against the shipped benchmarks, the default
+        "inputs": [str(shipped_data / "train" / "math_train.jsonl.gz")],
         "output": {"format": "parquet", "template": "torl"},
     })
-    records, stats = run_pipeline(config, out)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("TORL_DATA_DIR", raising=False)
+        records, stats = run_pipeline(config, out)
     return out, records, stats
 
 
@@ -41,6 +42,7 @@ def test_math_pipeline_counts_add_up(math_pipeline):
     out, records, stats = math_pipeline
     assert stats["n_in"] == 7498
     assert stats["n_in"] == stats["n_out"] + sum(stats["removed"].values())
+    assert stats["warnings"] == []  # no stage removes most of MATH
     stages = stats["stages"]
     assert [s["stage"] for s in stages] == ["ingest", "filter", "dedup", "decontam", "output"]
     for s in stages:
@@ -79,7 +81,7 @@ def test_config_yaml_and_unknown_keys(tmp_path):
         run_pipeline(PipelineConfig(), tmp_path / "out")
 
 
-def test_cli_stages_chain(tmp_path, shared_data):
+def test_cli_stages_chain(tmp_path, monkeypatch):
     raw = tmp_path / "raw.jsonl"
     rows = [
         {"problem": "What is $6 \\times 7$?", "solution": "It is $\\boxed{42}$."},
@@ -93,8 +95,9 @@ def test_cli_stages_chain(tmp_path, shared_data):
     assert ingest_stats["removed"] == {"malformed_row": 1} and ingest_stats["n_out"] == 4
     assert data_cli(["filter", "--input", str(tmp_path / "i" / "data.jsonl"), "--out", str(tmp_path / "f")]) == 0
     assert data_cli(["dedup", "--input", str(tmp_path / "f" / "data.jsonl"), "--out", str(tmp_path / "d")]) == 0
+    monkeypatch.delenv("TORL_DATA_DIR", raising=False)  # the shipped math500
     assert data_cli(["decontam", "--input", str(tmp_path / "d" / "data.jsonl"), "--benchmarks", "math500",
-                     "--benchmark-dir", str(shared_data / "benchmarks"), "--out", str(tmp_path / "c")]) == 0
+                     "--out", str(tmp_path / "c")]) == 0
     final = read_records(tmp_path / "c" / "data.jsonl")
     assert [r["answer"] for r in final] == ["42", "1024"]
     assert data_cli(["export", "--input", str(tmp_path / "c" / "data.jsonl"), "--template", "torl",
@@ -104,7 +107,7 @@ def test_cli_stages_chain(tmp_path, shared_data):
     assert len(read_records(tmp_path / "s.jsonl")) == 5
 
 
-def test_cli_pipeline_and_user_errors(tmp_path, shared_data):
+def test_cli_pipeline_and_user_errors(tmp_path):
     from torl.cli import UserError
 
     src = tmp_path / "gsm.jsonl"
@@ -116,6 +119,41 @@ def test_cli_pipeline_and_user_errors(tmp_path, shared_data):
         data_cli(["pipeline", "--input", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "q")])
     with pytest.raises(UserError, match="unknown column 'nope'"):
         data_cli(["ingest", "--input", str(src), "--map", "problem=nope", "--out", str(tmp_path / "r")])
+
+
+def test_cli_pipeline_on_your_own_question_answer_file(tmp_path, capsys):
+    src = tmp_path / "mine.jsonl"
+    rows = [{"question": "What is $2+3$?", "answer": "5"}, {"question": "Solve $x+1=3$ for $x$.", "answer": "2"}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for extra in ([], ["--map", "problem=question,answer=answer"]):
+        out = tmp_path / f"p{len(extra)}"
+        assert data_cli(["pipeline", "--input", str(src), "--out", str(out), "--no-decontam", *extra]) == 0
+        assert [(r["problem"], r["answer"]) for r in read_records(out / "train.jsonl")] == [(r["question"], r["answer"]) for r in rows]
+        assert json.loads((out / "stats.json").read_text())["warnings"] == []
+    assert "torl: warning" not in capsys.readouterr().err
+
+
+def test_a_stage_that_drops_most_rows_says_so_and_why(tmp_path, capsys):
+    src = tmp_path / "proofs.jsonl"
+    rows = [{"problem": f"Prove that {n} is not a square of an integer.", "answer": "\\text{proof}"} for n in (2, 3, 5)]
+    rows.append({"problem": "What is $7 \\times 8$?", "answer": "56"})
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert data_cli(["pipeline", "--input", str(src), "--out", str(tmp_path / "p"), "--no-decontam"]) == 0
+    err = capsys.readouterr().err
+    assert "torl: warning: filter removed 3 of 4 rows (75%): proof 3 (first proof: why: matched 'Prove')" in err
+    stats = json.loads((tmp_path / "p" / "stats.json").read_text())
+    assert stats["removed"] == {"filter/proof": 3} and stats["n_out"] == 1
+    assert stats["warnings"] == [err.strip().removeprefix("torl: warning: ")]
+    assert "**Warning: filter removed 3 of 4 rows" in (tmp_path / "p" / "report.md").read_text()
+    # a plain question/answer file read as GSM8K (forced): ingest removes every row, counts them and says why
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"question": "What is $7 \\times 8$?", "answer": "56"}) + "\n")
+    assert data_cli(["ingest", "--input", str(plain), "--map", "answer_format=gsm8k", "--out", str(tmp_path / "i")]) == 0
+    captured = capsys.readouterr()
+    assert "ingest: 1 in, 0 out (no_answer: 1)" in captured.out
+    assert "torl: warning: ingest of" in captured.err and "removed all 1 row: no_answer 1" in captured.err
+    assert "--map answer_format=plain" in captured.err
+    assert json.loads((tmp_path / "i" / "stats.json").read_text())["removed"] == {"no_answer": 1}
 
 
 def test_baked_prompts_are_the_trainers_templates():

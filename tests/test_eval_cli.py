@@ -18,9 +18,9 @@ def parse(argv):
 
 
 @pytest.mark.slow
-def test_eval_smollm2_on_two_benchmarks(tmp_path, shared_data, capsys):
+def test_eval_smollm2_on_two_benchmarks(tmp_path, shipped_data, capsys):
     out = tmp_path / "out"
-    args = parse(["--model", "smollm2-135m", "--benchmarks", "gsm8k,math500", "--limit", "2", "--max-tokens", "48", "--data-dir", str(shared_data / "benchmarks"), "--out", str(out),
+    args = parse(["--model", "smollm2-135m", "--benchmarks", "gsm8k,math500", "--limit", "2", "--max-tokens", "48", "--data-dir", str(shipped_data / "benchmarks"), "--out", str(out),
                   "--quiet"])
     assert args.func(args) == 0
     printed = capsys.readouterr().out
@@ -79,9 +79,9 @@ def models_server():
     server.shutdown()
 
 
-def test_openai_engine_errors_are_one_line(tmp_path, shared_data, models_server):
+def test_openai_engine_errors_are_one_line(tmp_path, shipped_data, models_server):
     common = ["--benchmarks", "aime24", "--limit", "1", "--max-tool-calls", "0", "--quiet",
-              "--data-dir", str(shared_data / "benchmarks"), "--engine", "openai"]
+              "--data-dir", str(shipped_data / "benchmarks"), "--engine", "openai"]
     args = parse(["--model", "x", *common, "--out", str(tmp_path / "a"), "--base-url", "http://127.0.0.1:9/v1"])
     with pytest.raises(UserError, match="cannot reach the OpenAI-compatible server at http://127.0.0.1:9/v1"):
         args.func(args)

@@ -35,8 +35,8 @@ UNPARSEABLE_BUDGET = {
 
 
 @pytest.mark.parametrize("name", sorted(UNPARSEABLE_BUDGET))
-def test_benchmark_golds_agree_with_themselves(shared_data, name):
-    lines = (shared_data / "benchmarks" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+def test_benchmark_golds_agree_with_themselves(shipped_data, name):
+    lines = (shipped_data / "benchmarks" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
     golds = [json.loads(line)["answer"] for line in lines if line.strip()]
     with ThreadPoolExecutor(4) as ex:
         agree = list(ex.map(lambda g: score("\\boxed{" + g + "}", g, timeout_s=30).correct, golds))

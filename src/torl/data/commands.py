@@ -12,6 +12,8 @@ import functools
 import json
 from pathlib import Path
 
+BENCHMARK_DIR_HELP = "folder of <name>.jsonl benchmark files (default: $TORL_DATA_DIR, else the ones shipped with torl)"
+
 
 def _user_errors(handler):
     """Turns DataError into the CLI's one-line UserError."""
@@ -32,6 +34,7 @@ def _user_errors(handler):
 def _summary(report) -> None:
     removed = ", ".join(f"{k}: {v}" for k, v in report.removed.items()) or "nothing removed"
     print(f"{report.stage}: {report.n_in} in, {report.n_out} out ({removed}) in {report.seconds:.2f} s")
+    report.print_warnings()
 
 
 def _read_inputs(paths: list[str]) -> list[dict]:
@@ -281,7 +284,7 @@ def register(subparsers) -> None:
 
     p = stage("decontam", "remove questions overlapping evaluation benchmarks (n-gram overlap)", cmd_decontam)
     p.add_argument("--benchmarks", nargs="+", required=True, help="benchmark names (math500 ...) or files")
-    p.add_argument("--benchmark-dir", help="folder holding <name>.jsonl benchmark files")
+    p.add_argument("--benchmark-dir", help=BENCHMARK_DIR_HELP)
     p.add_argument("--n", type=int, default=8, help="n-gram size (smaller for short problems, see --min-n)")
     p.add_argument("--min-n", type=int, default=3)
     p.add_argument("--threshold", type=float, default=0.5, help="share of a benchmark problem's n-grams")
@@ -320,7 +323,7 @@ def register(subparsers) -> None:
     p.add_argument("--source")
     p.add_argument("--skip-malformed", action="store_true")
     p.add_argument("--benchmarks", nargs="*", help="decontaminate against these (default: all shipped benchmarks)")
-    p.add_argument("--benchmark-dir")
+    p.add_argument("--benchmark-dir", help=BENCHMARK_DIR_HELP)
     p.add_argument("--format", choices=["jsonl", "parquet"])
     p.add_argument("--template")
     p.add_argument("--no-dedup", action="store_true")

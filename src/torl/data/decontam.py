@@ -10,16 +10,14 @@ separately from n-gram matches.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from torl import bundled_data
 from torl.data.dedup import normalize_text, tokens
 from torl.data.records import DataError
 from torl.data.report import StageReport
-
-BENCHMARK_DIR_ENV = "TORL_BENCHMARK_DIR"
 
 
 def ngrams(text: str | list[str], n: int) -> set[str]:
@@ -36,26 +34,22 @@ def gram_size(n_tokens: int, n: int, min_n: int) -> int:
     return max(min_n, min(n, n_tokens // 4))
 
 
-def _benchmark_dirs(benchmark_dir: str | Path | None) -> list[Path]:
-    dirs = [Path(benchmark_dir)] if benchmark_dir else []
-    if os.environ.get(BENCHMARK_DIR_ENV):
-        dirs.append(Path(os.environ[BENCHMARK_DIR_ENV]))
-    return dirs + [Path("data/benchmarks"), Path("../shared/data/benchmarks")]
-
-
 def resolve_benchmark(spec: str, benchmark_dir: str | Path | None = None) -> tuple[str, Path]:
-    """A benchmark name (`math500`, looked up as `<dir>/math500.jsonl`) or a file path → (name, path)."""
+    """A benchmark name (`math500`, read as `<dir>/math500.jsonl`) or a file path → (name, path).
+
+    The folder is `benchmark_dir`, else ``$TORL_DATA_DIR``, else the benchmarks shipped with torl.
+    """
     path = Path(spec)
     if path.is_file():
         return path.stem, path
-    tried = []
-    for d in _benchmark_dirs(benchmark_dir):
-        candidate = d / f"{spec}.jsonl"
-        if candidate.is_file():
-            return spec, candidate
-        tried.append(str(candidate))
+    folder = bundled_data.benchmark_dir(benchmark_dir)
+    candidate = folder / f"{spec}.jsonl"
+    if candidate.is_file():
+        return spec, candidate
+    there = sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
     raise DataError(
-        f"benchmark {spec!r} not found (tried {', '.join(tried)}); pass a file path or set {BENCHMARK_DIR_ENV}"
+        f"benchmark {spec!r} not found: no {candidate} (benchmarks there: {', '.join(there) or 'none'}); "
+        f"pass a file path, or a folder of <name>.jsonl files with --benchmark-dir or ${bundled_data.DATA_DIR_ENV}"
     )
 
 

@@ -1,12 +1,14 @@
 """Ingest: read a raw dataset (local file or Hugging Face hub id) into normalized records.
 
-Column mapping is detected for common schemas (normalized torl files, GSM8K, problem+answer sets
-such as DeepScaleR / NuminaMath-1.5 / MATH-500, problem+solution sets such as MATH and
-NuminaMath-CoT) or given by the user. Without an answer column, the gold answer is the last
-`\\boxed{}` of the solution (torl.reward's extractor). Rows that cannot be read at all are
-"malformed": by default they stop the run naming the row; with `on_malformed="skip"` they are
-counted and shown in the report. Rows that read fine but lack a problem or answer are kept with
-the field empty, so the filter stage's `missing_fields` rule counts them by name.
+Column mapping is detected for common schemas (normalized torl files, question+answer and
+problem+answer sets such as DeepScaleR / NuminaMath-1.5 / MATH-500, problem+solution sets such as
+MATH and NuminaMath-CoT) or given by the user. The answer column is read as it is, unless most of
+its values carry GSM8K's `#### 42` (then the text after `####`); without an answer column, the
+gold answer is the last `\\boxed{}` of the solution (torl.reward's extractor). Rows that cannot be
+read at all are "malformed": by default they stop the run naming the row; with
+`on_malformed="skip"` they are counted and shown in the report. Rows that read fine but have no
+problem text or no gold answer are removed and counted (`no_problem`, `no_answer`) with the
+reason, e.g. which column was empty.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torl.data.records import DataError, make_record
-from torl.data.report import StageReport
+from torl import bundled_data
+from torl.data.records import DataError, make_record, open_jsonl
+from torl.data.report import StageReport, drop_warning
 
 TARGET_FIELDS = ("id", "problem", "answer", "solution", "level", "subject", "source")
 ANSWER_FORMATS = ("plain", "gsm8k", "boxed")  # boxed: take the last \boxed{} of the mapped column
-LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+LOCAL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet", ".csv")
 
 
 @dataclass
@@ -57,9 +60,9 @@ def detect_schema(columns: set[str]) -> Schema | None:
     if {"id", "problem", "answer", "source"} <= columns:
         return Schema("torl-normalized", "problem", "answer", _first(columns, "solution"), level,
                       _first(columns, "subject"), "id", "source", keep_ids=True)
-    if {"question", "answer"} <= columns and "problem" not in columns:
-        return Schema("gsm8k", "question", "answer", None, level, subject,
-                      _first(columns, "id", "idx"), answer_format="gsm8k")
+    if {"question", "answer"} <= columns and "problem" not in columns:  # GSM8K (see _sniff_answer_format), yours
+        return Schema("question-answer", "question", "answer", _first(columns, "solution"), level, subject,
+                      _first(columns, "id", "idx", "unique_id"), _first(columns, "source"))
     if {"problem", "answer"} <= columns:  # DeepScaleR, NuminaMath-1.5, MATH-500
         return Schema("problem-answer", "problem", "answer", _first(columns, "solution"), level,
                       subject, _first(columns, "unique_id", "id", "idx"), _first(columns, "source"))
@@ -80,8 +83,19 @@ def parse_mapping(text: str) -> dict[str, str]:
     return mapping
 
 
-def resolve_schema(columns: set[str], mapping: dict[str, str] | None, where: str) -> Schema:
-    """Detected schema overridden by the user's mapping; unknown fields or columns are errors."""
+def _sniff_answer_format(schema: Schema, rows: list[dict]) -> None:
+    """GSM8K writes its answers as a worked solution ending in `#### 42`: when most values of the
+    answer column look like that, read them so; otherwise the column holds the answer itself."""
+    values = [str(r[schema.answer]) for r in rows[:1000] if r.get(schema.answer) is not None]
+    if values and 2 * sum("####" in v for v in values) > len(values):
+        schema.answer_format = "gsm8k"
+        schema.name = "gsm8k" if schema.name == "question-answer" else f"{schema.name}+gsm8k-answers"
+
+
+def resolve_schema(columns: set[str], mapping: dict[str, str] | None, where: str,
+                   rows: list[dict] | None = None) -> Schema:
+    """Detected schema overridden by the user's mapping; unknown fields or columns are errors.
+    With `rows`, an answer column's format is told from its values (see `_sniff_answer_format`)."""
     mapping = dict(mapping or {})
     answer_format = mapping.pop("answer_format", None)
     bad_fields = set(mapping) - set(TARGET_FIELDS)
@@ -108,6 +122,8 @@ def resolve_schema(columns: set[str], mapping: dict[str, str] | None, where: str
         if answer_format not in ANSWER_FORMATS:
             raise DataError(f"answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
         schema.answer_format = answer_format
+    elif schema.answer and rows and not schema.keep_ids:
+        _sniff_answer_format(schema, rows)
     if schema.answer is None and schema.solution is None:
         raise DataError(f"{where}: no answer or solution column; map one, e.g. --map answer=COLUMN")
     return schema
@@ -125,7 +141,7 @@ class RawRows:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, dict | str]]:
-    with path.open(encoding="utf-8") as f:
+    with open_jsonl(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -206,10 +222,12 @@ def read_raw(path: str, split: str = "train", subset: str | None = None) -> RawR
         return RawRows(str(p), p.name.lower(), [(f"{p} row {i}", r) for i, r in enumerate(ds)])
     if not p.exists():
         raise DataError(f"input not found: {path} (a local file, or a hub id such as owner/name)")
-    readers = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}
-    if p.suffix not in readers:
+    readers = {".jsonl": _read_jsonl, ".jsonl.gz": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet,
+               ".csv": _read_csv}
+    suffix = ".jsonl.gz" if p.name.endswith(".jsonl.gz") else p.suffix
+    if suffix not in readers:
         raise DataError(f"{p}: unsupported file type {p.suffix!r}; use one of {LOCAL_SUFFIXES}")
-    return RawRows(str(p), p.stem.lower(), list(readers[p.suffix](p)))
+    return RawRows(str(p), p.name.removesuffix(suffix).lower(), list(readers[suffix](bundled_data.verified(p))))
 
 
 # ---- converting rows ---------------------------------------------------------------------------
@@ -242,28 +260,36 @@ def _parse_level(value: object) -> int | None:
     return int(m.group()) if m else None
 
 
-def _row_to_record(row: dict, schema: Schema, source: str, index: int, stats: dict) -> dict:
+def _gold(row: dict, schema: Schema) -> tuple[str | None, str | None, str]:
+    """(answer, solution, why there is no answer) of a row, by the schema's answer format."""
     from torl.reward import extract_boxed
 
-    problem = _as_text(row.get(schema.problem), schema.problem)
     solution = _as_text(row.get(schema.solution), schema.solution) if schema.solution else None
-    answer = None
     if schema.answer:
         raw = _as_text(row.get(schema.answer), schema.answer)
-        if raw is not None and schema.answer_format == "gsm8k":
+        if raw is None:
+            return None, solution, f"column {schema.answer!r} is empty"
+        if schema.answer_format == "gsm8k":
             head, sep, tail = raw.rpartition("####")
-            answer = tail.replace(",", "").strip() if sep else None
-            solution = solution or (head.strip() if sep else None)
-        elif raw is not None and schema.answer_format == "boxed":
-            answer = extract_boxed(raw)
-        else:
-            answer = raw
-    elif solution is not None:
-        answer = extract_boxed(solution)
-        stats["answers_from_solution"] += answer is not None
+            why = (f"no '####' in column {schema.answer!r}, read as GSM8K answers; "
+                   "--map answer_format=plain reads the column as it is")
+            return (tail.replace(",", "").strip() if sep else None), solution or (head.strip() if sep else None), why
+        if schema.answer_format == "boxed":
+            return extract_boxed(raw), solution, f"no \\boxed{{}} in column {schema.answer!r} (answer_format boxed)"
+        return raw, solution, f"column {schema.answer!r} is empty"
+    why = f"no \\boxed{{}} in column {schema.solution!r} (no answer column; map one with --map answer=COLUMN)"
+    return (extract_boxed(solution) if solution is not None else None), solution, why
+
+
+def _row_to_record(row: dict, schema: Schema, source: str, index: int,
+                   stats: dict) -> tuple[dict, tuple[str, str] | None]:
+    """The record of a row, and (reason, why) when it cannot be used (no problem text, no gold answer)."""
+    problem = _as_text(row.get(schema.problem), schema.problem)
+    answer, solution, why_no_answer = _gold(row, schema)
+    if answer is not None and not schema.answer:
+        stats["answers_from_solution"] += 1
     if answer is not None:
         answer = _clean_answer(answer) or None
-    stats["answers_missing"] += answer is None
 
     if schema.keep_ids:
         given = row.get(schema.id)
@@ -276,8 +302,14 @@ def _row_to_record(row: dict, schema: Schema, source: str, index: int, stats: di
         rec_source = f"{source}/{sub}" if sub else source
     level = _parse_level(row.get(schema.level)) if schema.level else None
     subject = _as_text(row.get(schema.subject), schema.subject) if schema.subject else None
-    return make_record(id=rec_id, problem=problem or "", answer=answer or "", source=rec_source,
-                       level=level, subject=subject, solution=solution)
+    record = make_record(id=rec_id, problem=problem or "", answer=answer or "", source=rec_source,
+                         level=level, subject=subject, solution=solution)
+    if problem is None:
+        return record, ("no_problem", f"column {schema.problem!r} is empty")
+    if answer is None:
+        stats["answers_missing"] += 1
+        return record, ("no_answer", why_no_answer)
+    return record, None
 
 
 @dataclass
@@ -316,19 +348,30 @@ def ingest(inputs: list[InputSpec | str], on_malformed: str = "error") -> tuple[
         if not good:
             loc, reason = raw.rows[0]
             raise DataError(f"{raw.where}: no readable rows (first problem: {loc}: {reason})")
-        schema = resolve_schema(columns, spec.mapping, raw.where)
+        schema = resolve_schema(columns, spec.mapping, raw.where, good)
         source = spec.source or raw.default_source
         stats = {"input": raw.where, "schema": schema.name, "columns": schema.columns(),
+                 "answer_format": schema.answer_format if schema.answer else "boxed in solution",
                  "rows": len(raw.rows), "answers_from_solution": 0, "answers_missing": 0, "renamed_ids": 0}
+        removed_here: dict[str, int] = {}
+        first_here: dict[str, list[dict]] = {}  # the first removed row of each reason, for the warning
         for index, (loc, row) in enumerate(raw.rows):
             try:
                 if isinstance(row, str):
                     raise ValueError(row)  # noqa: TRY004 - the reader's note on an unparsable row
-                record = _row_to_record(row, schema, source, index, stats)
+                record, unusable = _row_to_record(row, schema, source, index, stats)
             except ValueError as e:
                 if on_malformed == "error":
                     raise DataError(f"{loc}: malformed row: {e}; fix it or pass --skip-malformed") from None
                 report.remove("malformed_row", None, where=loc, reason=str(e))
+                removed_here["malformed_row"] = removed_here.get("malformed_row", 0) + 1
+                first_here.setdefault("malformed_row", [{"where": loc, "reason": str(e)}])
+                continue
+            if unusable:
+                reason, why = unusable
+                report.remove(reason, record, where=loc, why=why)
+                removed_here[reason] = removed_here.get(reason, 0) + 1
+                first_here.setdefault(reason, [{"where": loc, "why": why}])
                 continue
             if record["id"] in seen_ids:  # keep every row: make the clashing id unique, and say so
                 seen_ids[record["id"]] += 1
@@ -337,4 +380,6 @@ def ingest(inputs: list[InputSpec | str], on_malformed: str = "error") -> tuple[
             seen_ids.setdefault(record["id"], 1)
             records.append(record)
         report.details["inputs"].append(stats)
+        warning = drop_warning(f"ingest of {raw.where} (schema {schema.name})", len(raw.rows), removed_here, first_here)
+        report.warnings += [warning] if warning else []
     return records, report.finish(len(records), time.perf_counter() - start)

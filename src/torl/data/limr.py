@@ -171,7 +171,7 @@ def limr_select(
 
     ranked = sorted(score_of, key=lambda q: (-score_of[q], q))
     chosen = set(ranked[:top_k]) if top_k is not None else {q for q in ranked if score_of[q] >= threshold}
-    report = StageReport("limr", n_in=len(records), details={
+    report = StageReport("limr", n_in=len(records), warn_share=1.0, details={
         "run_dir": str(run_dir), "grouping": traj.grouping, "epochs": int(traj.values.shape[1]),
         "questions_in_run": len(traj.question_ids), "filled_points": int((~traj.observed).sum()),
         "threshold": threshold, "top_k": top_k, "signal": signal,

@@ -139,6 +139,7 @@ def combine(stages: list[StageReport]) -> dict:
         if before.n_out != after.n_in:
             raise AssertionError(f"stage {after.stage} got {after.n_in} rows but {before.stage} gave {before.n_out}")
     combined = {"n_in": stages[0].n_in, "n_out": stages[-1].n_out, "removed": removed,
+                "warnings": [w for s in stages for w in s.warnings],
                 "seconds": round(sum(s.seconds for s in stages), 3), "stages": [s.to_dict() for s in stages]}
     if combined["n_in"] != combined["n_out"] + sum(removed.values()):
         raise AssertionError("pipeline counts do not add up (a bug)")
@@ -146,7 +147,8 @@ def combine(stages: list[StageReport]) -> dict:
 
 
 def combined_markdown(combined: dict, stages: list[StageReport]) -> str:
-    lines = ["# torl data pipeline", "", "| stage | in | out | removed |", "|---|---:|---:|---|"]
+    lines = ["# torl data pipeline", "", *(f"**Warning: {w}**\n" for w in combined["warnings"])]
+    lines += ["| stage | in | out | removed |", "|---|---:|---:|---|"]
     for s in stages:
         why = ", ".join(f"{k}: {v}" for k, v in s.removed.items()) or "—"
         lines.append(f"| {s.stage} | {s.n_in} | {s.n_out} | {why} |")
@@ -167,28 +169,30 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, progress: bool = F
         raise DataError(f"output format must be jsonl or parquet, got {config.output.format!r}")
     out_dir = Path(out_dir)
 
-    def say(msg: str) -> None:
+    def say(msg: str, stage: StageReport | None = None) -> None:
         if progress:
             print(msg, flush=True)
+        if stage is not None:
+            stage.print_warnings()  # always: a stage that drops most rows is a mistake until shown otherwise
 
     stages: list[StageReport] = []
     records, rep = ingest(config.inputs, on_malformed=config.on_malformed)
     stages.append(rep)
-    say(f"ingest: {rep.n_in} rows -> {rep.n_out} records ({rep.seconds:.1f} s)")
+    say(f"ingest: {rep.n_in} rows -> {rep.n_out} records ({rep.seconds:.1f} s)", rep)
     if config.filter_enabled:
         records, rep = filter_records(records, config.filter)
         stages.append(rep)
-        say(f"filter: {rep.n_in} -> {rep.n_out} {rep.removed} ({rep.seconds:.1f} s)")
+        say(f"filter: {rep.n_in} -> {rep.n_out} {rep.removed} ({rep.seconds:.1f} s)", rep)
     d = config.dedup
     if d.enabled:
         records, rep = deduplicate(records, d.exact, d.near, d.near_threshold, d.num_perm, d.shingle_size)
         stages.append(rep)
-        say(f"dedup: {rep.n_in} -> {rep.n_out} {rep.removed} ({rep.seconds:.1f} s)")
+        say(f"dedup: {rep.n_in} -> {rep.n_out} {rep.removed} ({rep.seconds:.1f} s)", rep)
     c = config.decontam
     if c.enabled:
         records, rep = decontaminate(records, c.benchmarks, c.n, c.threshold, c.min_n, c.benchmark_dir)
         stages.append(rep)
-        say(f"decontam: {rep.n_in} -> {rep.n_out} {rep.removed} ({rep.seconds:.1f} s)")
+        say(f"decontam: {rep.n_in} -> {rep.n_out} {rep.removed} ({rep.seconds:.1f} s)", rep)
     o = config.output
     records, rep = export(records, out_dir / f"train.{o.format}", o.template, o.keep_solution)
     stages.append(rep)

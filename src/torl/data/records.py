@@ -2,23 +2,28 @@
 
 A record is a plain dict (the trainer and `datasets` both want dicts) with keys in this order:
 id, problem, answer, source, level (optional int 1-5), subject (optional), solution (optional),
-prompt (optional, added by the output stage). This is the format of /work/shared/data.
+prompt (optional, added by the output stage). This is the format of the data shipped in
+`torl.bundled_data` (its SOURCES.md describes each field), and the README's "Your own data".
 In memory, training, eval and analysis use `torl.question`'s names (`question_id`, `gold`);
 `record_to_question` / `question_to_record` convert between the two.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO
 
+from torl import bundled_data
 from torl.errors import DataError
 from torl.question import make_question
 
 FIELD_ORDER = ("id", "problem", "answer", "source", "level", "subject", "solution", "prompt")
 REQUIRED_FIELDS = ("id", "problem", "answer", "source")
 RECORD_SUFFIXES = (".jsonl", ".parquet")
+READ_SUFFIXES = (*RECORD_SUFFIXES, ".jsonl.gz")  # the shipped MATH training split is gzip'd
 
 
 def make_record(**fields: object) -> dict:
@@ -39,6 +44,15 @@ def question_to_record(question: dict, source: str) -> dict:
     return make_record(id=question["question_id"], problem=question["problem"], answer=question["gold"], source=source)
 
 
+def open_jsonl(path: Path) -> TextIO:
+    """A (possibly gzip-compressed, `.jsonl.gz`) JSONL file opened for reading text; shipped
+    files are checked against their recorded sha256 first."""
+    path = bundled_data.verified(path)
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
 def read_records(path: str | Path) -> list[dict]:
     """Reads normalized records from `.jsonl` or `.parquet`; every row must have the required fields.
 
@@ -52,9 +66,9 @@ def read_records(path: str | Path) -> list[dict]:
 
         rows = [{k: v for k, v in r.items() if v is not None} for r in pq.read_table(path).to_pylist()]
         where = [f"{path} row {i}" for i in range(len(rows))]
-    elif path.suffix == ".jsonl":
+    elif path.name.endswith((".jsonl", ".jsonl.gz")):
         rows, where = [], []
-        with path.open(encoding="utf-8") as f:
+        with open_jsonl(path) as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -64,7 +78,7 @@ def read_records(path: str | Path) -> list[dict]:
                     raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
                 where.append(f"{path}:{lineno}")
     else:
-        raise DataError(f"{path}: record files must end in {' or '.join(RECORD_SUFFIXES)}")
+        raise DataError(f"{path}: record files must end in {', '.join(READ_SUFFIXES)}")
     for row, loc in zip(rows, where):
         if not isinstance(row, dict):
             raise DataError(f"{loc}: expected a JSON object, got {type(row).__name__}")

@@ -1,13 +1,15 @@
-"""Benchmarks by name: a local data dir, a file path, or the Hugging Face hub.
+"""Benchmarks by name: the shipped files, a data dir, a file path, or the Hugging Face hub.
 
 Resolution of one name, in order:
 
 1. an existing file (``.jsonl``/``.json``/``.parquet``/``.csv``): its rows, with problem/answer
    columns found by the usual names or given explicitly;
-2. ``<data_dir>/<name>.jsonl`` (normalized files, see ../shared/data/README.md). ``data_dir`` is
-   ``--data-dir``, else ``$TORL_DATA_DIR``, else ``../shared/data/benchmarks`` next to the repo or
-   the working directory, when one exists;
-3. a known name's Hugging Face dataset (`HF_BENCHMARKS`), loaded with ``datasets.load_dataset``.
+2. ``<data_dir>/<name>.jsonl`` (normalized records, `torl.data.records`). ``data_dir`` is
+   ``--data-dir``, else ``$TORL_DATA_DIR``, else the benchmarks shipped in the package
+   (`torl.bundled_data`: aime24, amc23, math500, minerva_math, olympiadbench, gsm8k, checked
+   against their sha256 when read);
+3. a known name missing from ``data_dir``: its Hugging Face dataset (`HF_BENCHMARKS`), loaded with
+   ``datasets.load_dataset`` (needs the network, or the hub cache).
 
 Every benchmark comes out as a list of questions, ``{"question_id", "problem", "gold"}``
 (`torl.question`), the shape training uses too.
@@ -16,16 +18,16 @@ Every benchmark comes out as a list of questions, ``{"question_id", "problem", "
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from pathlib import Path
 
+from torl import bundled_data
 from torl.errors import UserError
 from torl.question import make_question
 
 PROBLEM_COLUMNS = ("problem", "question", "Problem", "Question", "prompt")
 ANSWER_COLUMNS = ("answer", "final_answer", "gold", "Answer", "expected_answer")
-FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".gz")  # .gz: .jsonl.gz
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,16 +65,9 @@ HF_BENCHMARKS: dict[str, HubBenchmark] = {
 }
 
 
-def default_data_dir() -> Path | None:
-    """``$TORL_DATA_DIR``, else the first ``../shared/data/benchmarks`` found next to the repo or cwd."""
-    if os.environ.get("TORL_DATA_DIR"):
-        return Path(os.environ["TORL_DATA_DIR"])
-    repo = Path(__file__).resolve().parents[3]
-    for base in (repo, Path.cwd()):
-        candidate = base.parent / "shared" / "data" / "benchmarks"
-        if candidate.is_dir():
-            return candidate
-    return None
+def default_data_dir() -> Path:
+    """``$TORL_DATA_DIR``, else the benchmarks shipped in the package."""
+    return bundled_data.benchmark_dir()
 
 
 def resolve_benchmark(name: str, data_dir: str | Path | None = None) -> tuple[str, object]:
@@ -80,17 +75,17 @@ def resolve_benchmark(name: str, data_dir: str | Path | None = None) -> tuple[st
 
     Cheap, so every name of a run is checked before anything slow (hub downloads, models) starts.
     """
-    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    data_dir = bundled_data.benchmark_dir(data_dir)
     path = Path(name).expanduser()
     if path.suffix in FILE_SUFFIXES and not path.exists():
         raise UserError(f"benchmark file {name} does not exist; check the path")
     if path.is_file():
         return "file", path
-    if data_dir is not None and (data_dir / f"{name}.jsonl").is_file():
+    if (data_dir / f"{name}.jsonl").is_file():
         return "file", data_dir / f"{name}.jsonl"
     if name in HF_BENCHMARKS:
         return "hub", HF_BENCHMARKS[name]
-    local = sorted(p.stem for p in data_dir.glob("*.jsonl")) if data_dir is not None and data_dir.is_dir() else []
+    local = sorted(p.stem for p in data_dir.glob("*.jsonl")) if data_dir.is_dir() else []
     known = sorted(set(local) | set(HF_BENCHMARKS))
     raise UserError(f"unknown benchmark {name!r}: use one of {', '.join(known)}, or a .jsonl/.parquet file path")
 
@@ -117,9 +112,11 @@ def load_benchmark(
 def _read_file(path: Path) -> list[dict]:
     import datasets
 
-    kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
+    kind = "json" if path.name.endswith(".jsonl.gz") else {".jsonl": "json", ".json": "json", ".parquet": "parquet",
+                                                          ".csv": "csv"}.get(path.suffix)
     if kind is None:
-        raise UserError(f"benchmark file {path} must end in {', '.join(FILE_SUFFIXES)}")
+        raise UserError(f"benchmark file {path} must end in .jsonl, .jsonl.gz, .json, .parquet or .csv")
+    path = bundled_data.verified(path)
     try:
         return datasets.load_dataset(kind, data_files=str(path), split="train").to_list()
     except Exception as e:  # noqa: BLE001 - malformed JSON, unreadable parquet...

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, help="only the first N problems of each benchmark")
     p.add_argument("--template", help="prompt template (torl, torl_fewshot, chat, ...; default torl)")
     p.add_argument("--out", default=None, help="output dir (default: eval_out/<model name>)")
-    p.add_argument("--data-dir", help="dir with <benchmark>.jsonl files (default: $TORL_DATA_DIR or ../shared/data/benchmarks)")
+    p.add_argument("--data-dir", help="dir with <benchmark>.jsonl files (default: $TORL_DATA_DIR, else the benchmarks shipped with torl)")
     p.add_argument("--problem-column", help="column holding the problem text (files without a usual name)")
     p.add_argument("--answer-column", help="column holding the gold answer")
     p.add_argument("--reward-scheme", help="torl (+1/-1, default) | binary | torl_exec_penalty")
