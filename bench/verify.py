@@ -164,7 +164,10 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=1.0, help="deadline for the pathological set")
     ap.add_argument("--baseline", metavar="DIR", help="an older copy of src/torl/reward to compare against")
     ap.add_argument("--rounds", type=int, default=2, help="with --baseline: measurements of each version")
+    ap.add_argument("--smoke", action="store_true", help="20 golds, one round: checks the bench still runs")
     args = ap.parse_args()
+    if args.smoke:
+        args.limit, args.rounds = 20, 1
     logging.disable(logging.WARNING)
     report = compare_with_baseline(args) if args.baseline else measure(args.limit, args.deadline)
     print(json.dumps(report, indent=2))
