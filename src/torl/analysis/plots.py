@@ -80,16 +80,19 @@ MARKERS = ("o", "s", "^", "D", "v")
 DASHES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)))
 
 
-def _line(ax, steps, values, color, label=None, series: int = 0) -> None:
+def _line(ax, steps, values, color, label=None, series: int = 0, span: tuple[float, float] | None = None) -> None:
     """One series; `series` (its index in the panel) varies marker, size and dashes, so series that
-    coincide (several ratios all 0 at one step) stay visible under each other."""
+    coincide (several ratios all 0 at one step) stay visible under each other. A lone point gets its
+    value written beside it (left of it in the right half of `span`, so it stays inside the panel)."""
     marker, dashes = MARKERS[series % len(MARKERS)], DASHES[series % len(DASHES)]
     if len(values) <= 2:  # too few to smooth: the points themselves, solid
         ax.plot(steps, values, marker=marker, linestyle=dashes, color=color, markersize=8 - 1.5 * min(series, 3),
                 linewidth=1.5, label=label)
         if len(values) == 1:
+            left = span is not None and steps[0] > (span[0] + span[1]) / 2
             ax.annotate(f"{values[0]:.3g}", (steps[0], values[0]), textcoords="offset points",
-                        xytext=(7, 5 + 9 * series), fontsize=8, color=color)
+                        xytext=(-9 if left else 9, -10 * series), ha="right" if left else "left", va="center",
+                        fontsize=8, color=color)
         return
     ax.plot(steps, values, marker, color=color, alpha=0.35, markersize=3)
     ax.plot(steps, _ema(values) if len(values) > 4 else values, linestyle=dashes, color=color, linewidth=1.8, label=label)
@@ -134,7 +137,7 @@ def _draw_curve(ax, metrics, title, ylabel, steps, values, source, ratio, span) 
         if len(std) == len(steps) and all(s in std for s in steps):
             ax.fill_between(steps, [v - std[s] for s, v in zip(steps, values)],
                             [v + std[s] for s, v in zip(steps, values)], color=COLORS[0], alpha=0.12, linewidth=0)
-    _line(ax, steps, values, COLORS[0])
+    _line(ax, steps, values, COLORS[0], span=span)
     _style(ax, title, ylabel)
     _limits(ax, values, ratio, span)
 
@@ -177,7 +180,7 @@ def health_curves(metrics: list[dict], out_dir: Path) -> list[Path]:
     span = step_range(metrics, {})
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     for series, ((key, steps, values), color) in enumerate(zip(ratios, COLORS)):
-        _line(left, steps, values, color, label=key.removeprefix("health/"), series=series)
+        _line(left, steps, values, color, label=key.removeprefix("health/"), series=series, span=span)
     _style(left, "Health ratios (torl/train/METRICS.md)", "share")
     _limits(left, [], True, span)
     if ratios:
@@ -212,7 +215,7 @@ def analytics_over_steps(by_step: dict[int, dict], out_dir: Path, span: tuple[fl
         for series, (key, color) in enumerate(zip(keys, COLORS)):
             points = [(s, m[key]) for s, m in by_step.items() if _finite(m.get(key))]
             if points:
-                _line(ax, [p[0] for p in points], [p[1] for p in points], color, label=key, series=series)
+                _line(ax, [p[0] for p in points], [p[1] for p in points], color, label=key, series=series, span=span)
                 drawn += [p[1] for p in points]
         _style(ax, title, "share" if ratio else "value")
         _limits(ax, drawn, ratio, span)
