@@ -109,7 +109,7 @@ def load_run(root: str | Path) -> RunData:
 def load_heldout(run: RunLayout) -> dict[str, HeldOut]:
     """The held-out evaluations the run wrote, in `HELDOUT_WHEN` order; {} when it ran none."""
     found = {}
-    summaries = (read_json(run.summary) or {}) if run.summary.exists() else {}
+    summaries = read_json(run.summary) or {}
     for when in HELDOUT_WHEN:
         rows_path = run.heldout_rows(when)
         rows = read_jsonl(rows_path) if rows_path.exists() else []
