@@ -398,6 +398,13 @@ _PAGE = r"""<!DOCTYPE html>
       });
     });
   });
+  // The column titles stick right under the filter bar, however many lines the bar wraps to.
+  function stickHeader() {
+    const below = document.querySelector(".filters").offsetHeight;
+    document.querySelectorAll("table.samples th").forEach(function (th) { th.style.top = below + "px"; });
+  }
+  window.addEventListener("resize", stickHeader);
+  stickHeader();
   select.addEventListener("change", function () { state.group = select.value; apply(); });
   document.getElementById("search").addEventListener("input", function (e) { state.search = e.target.value.toLowerCase(); apply(); });
   apply();
