@@ -122,3 +122,37 @@ def test_eval_report_loads_cleanly(tmp_path, browser_page):
     assert detail.locator(".output:not(.failed)").count() == 1 and detail.locator(".codeblock pre").inner_text() == "print(482*37)"
     screenshot(page, tmp_path, "report_eval.png")
     assert problems == []
+
+
+def test_training_report_with_heldout_in_chromium(tmp_path, browser_page):
+    """A block_close run with held-out before/after: the headline, the hint, rows that expand, clean output boxes."""
+    from test_report_run import make_grpo_run
+
+    page, problems = browser_page
+    run = make_grpo_run(tmp_path / "run")
+    build_report(run)
+    page.goto((run / "report" / "index.html").as_uri())
+    page.wait_for_selector("tr.sample")
+    assert "held-out greedy accuracy 0.000 → 1.000" in page.locator("#headline").inner_text()
+    assert page.locator("#expand-hint").is_visible() and "Click a row" in page.locator("#expand-hint").inner_text()
+    assert page.evaluate("Array.from(document.querySelectorAll('figure img')).every(i => i.naturalWidth > 100)")
+
+    page.select_option("#group", "held-out after")
+    assert visible_rows(page) == 4
+    row = page.locator("tr.sample:visible").nth(1)
+    assert row.locator(".chev").inner_text() == "\u25b8"
+    row.click()
+    assert row.locator(".chev").inner_text() == "\u25be"
+    detail = page.locator("tr.detail")
+    assert detail.locator(".codeblock pre").inner_text() == "print(327*40)"
+    assert detail.locator(".output pre").inner_text() == "13080"
+    screenshot(page, tmp_path, "report_heldout_detail.png")
+    row.click()
+    assert page.locator("tr.detail").count() == 0 and row.locator(".chev").inner_text() == "\u25b8"
+
+    page.select_option("#group", "")
+    for tr in page.locator("tr.sample").all():  # open every trajectory: no box shows a fence line
+        tr.click()
+    outputs = page.locator(".output > pre").all_inner_texts()
+    assert len(outputs) == 16 and not any("```" in text for text in outputs)
+    assert problems == []

@@ -9,8 +9,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "report",
         help="plots, analytics and an HTML trajectory browser for a training run or an eval output dir",
-        description="Turn a training run dir (metrics.jsonl, samples/) or a `torl eval` output dir into PNG plots, "
-        "behaviour analytics and a self-contained HTML page to browse trajectories.",
+        description="Turn a training run dir (metrics.jsonl, samples/, the held-out eval_before/after) or a `torl eval` "
+        "output dir into PNG plots, behaviour analytics and a self-contained HTML page to browse trajectories, "
+        "written to RUN_DIR/report/index.html unless --out says otherwise.",
     )
     p.add_argument("run_dir", help="training run dir or `torl eval` output dir")
     p.add_argument("--out", help="output dir (default: RUN_DIR/report)")

@@ -2,10 +2,12 @@
 
 Writes into `out_dir` (default ``<run>/report``):
 
-- training run: ``curves.png`` + ``curve_*.png`` (ToRL's curves), ``analytics_over_steps.png``,
-  ``analytics_by_step.json``;
+- training run: ``heldout_before_after.png`` (when the run evaluated held-out questions before/after
+  training), ``curves.png`` + ``curve_*.png`` (ToRL's curves, reward, loss, entropy, grad norm),
+  ``health_over_steps.png``, ``analytics_over_steps.png``, ``analytics_by_step.json``;
 - eval dir: ``eval_benchmarks.png``, ``analytics.json``;
-- both: ``index.html`` (self-contained: plots inline, trajectories embedded, filters).
+- both: ``index.html`` (self-contained: plots inline, trajectories embedded, filters). A training
+  run's browser also holds the held-out rollouts, as groups "held-out before" / "held-out after".
 """
 
 from __future__ import annotations
@@ -15,14 +17,24 @@ import math
 from pathlib import Path
 
 from torl.analysis.behaviour import metrics_by
-from torl.analysis.plots import analytics_over_steps, eval_bars, training_curves
+from torl.analysis.plots import (
+    analytics_over_steps,
+    eval_bars,
+    health_curves,
+    heldout_bars,
+    step_range,
+    training_curves,
+)
 from torl.analysis.rundata import RunData, load_run
 from torl.analysis.tables import display_name, metric_title, metrics_shown, table_rows
-from torl.analysis.viewer import render_page
+from torl.analysis.viewer import heldout_record, render_page, sample_record
 from torl.errors import UserError
 
 SUMMARY_KEYS = ("accuracy", "code_ratio", "pass_ratio", "calls_per_response", "response_tokens",
                 "error_recovery_ratio", "cross_check_ratio", "accuracy_with_code", "accuracy_without_code")
+# metrics.jsonl keys only a rollout-based (GRPO) run logs; a run without any of them and without samples
+# is some other trainer's (SFT, plain HF) and has nothing this report draws.
+ROLLOUT_KEYS = ("reward", "rewards/accuracy", "tools/code_ratio", "lengths/model_tokens")
 
 
 def pick_samples(samples: list[dict], group_key: str, max_samples: int) -> list[dict]:
@@ -39,19 +51,36 @@ def pick_samples(samples: list[dict], group_key: str, max_samples: int) -> list[
     return [samples[i] for i in sorted(chosen)[:max_samples]]
 
 
+def check_reportable(run: RunData) -> None:
+    """One clear line for a directory this report cannot draw (instead of a traceback or an empty page)."""
+    where = "trajectories.jsonl" if run.kind == "eval" else "samples/"
+    for row in run.samples:
+        if not isinstance(row.get("trajectory"), dict):
+            raise UserError(f"{run.root / where} holds rows without a 'trajectory' (keys: {', '.join(sorted(row)[:8])}): "
+                            "`torl report` reads `torl train` run dirs and `torl eval` output dirs")
+    if run.kind == "eval":
+        return
+    if not run.metrics and not run.samples:
+        raise UserError(f"{run.root} holds no metrics and no samples yet; run at least one training step")
+    if not run.samples and not any(k in row for row in run.metrics for k in ROLLOUT_KEYS):
+        raise UserError(f"{run.root / 'metrics.jsonl'} has no rollout metrics ({', '.join(ROLLOUT_KEYS)}) and "
+                        "samples/ is empty: not a `torl train` GRPO run (SFT and other trainers' runs have no report)")
+
+
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, max_samples: int = 3000) -> list[Path]:
     """Write the report; return the files written (index.html first)."""
     run = load_run(run_dir)
+    check_reportable(run)
     out = Path(out_dir) if out_dir is not None else run.root / "report"
     out.mkdir(parents=True, exist_ok=True)
-    if run.kind == "train" and not run.metrics and not run.samples:
-        raise UserError(f"{run.root} holds no metrics and no samples yet; run at least one training step")
     grouped = metrics_by(run.samples, key=lambda r: r.get(run.group_key))
     if run.results and run.results.get("benchmarks"):  # the user's benchmark order, as in the results table
         order = list(run.results["benchmarks"])
         grouped = dict(sorted(grouped.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
     if run.kind == "train":
-        images = training_curves(run.metrics, grouped, out) + analytics_over_steps(grouped, out)
+        heldout = {when: h.summary for when, h in run.heldout.items()}
+        images = (heldout_bars(heldout, out) + training_curves(run.metrics, grouped, out) + health_curves(run.metrics, out)
+                  + analytics_over_steps(grouped, out, step_range(run.metrics, grouped)))
         data_file = out / "analytics_by_step.json"
     else:
         images = eval_bars(grouped, out, display=display_name)
@@ -60,12 +89,13 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, max_
 
     shown = pick_samples(run.samples, run.group_key, max_samples)
     note = "" if len(shown) == len(run.samples) else (
-        f"The browser holds {len(shown)} of {len(run.samples)} trajectories, spread evenly over "
+        f"The browser holds {len(shown)} of {len(run.samples)} sampled trajectories, spread evenly over "
         f"{run.group_key}s (--max-samples to change).")
     page = render_page(
         title=f"torl {'training run' if run.kind == 'train' else 'evaluation'}: {run.root.resolve().name}",
         subtitle=_subtitle(run),
-        rows=shown,
+        headline=heldout_headline(run),
+        records=_records(run, shown),
         group_key=run.group_key,
         tables=_tables(run, grouped),
         images=[p for p in images if not p.name.startswith("curve_")],  # the grid holds them all
@@ -74,6 +104,40 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, max_
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return [index, data_file, *images]
+
+
+def heldout_group(when: str) -> str:
+    """The browser's group for a held-out evaluation's rollouts."""
+    return f"held-out {when}"
+
+
+def _records(run: RunData, shown: list[dict]) -> list[dict]:
+    """Page records in reading order: held-out before, the sampled steps (or benchmarks), held-out after."""
+    records: list[dict] = []
+
+    def add_heldout(when: str) -> None:
+        if when in run.heldout:
+            records.extend(heldout_record(len(records), row, heldout_group(when), run.max_tool_calls)
+                           for row in run.heldout[when].rows)
+
+    add_heldout("before")
+    records.extend(sample_record(len(records), row, run.group_key) for row in shown)
+    add_heldout("after")
+    for i, record in enumerate(records):
+        record["i"] = i
+    return records
+
+
+def heldout_headline(run: RunData) -> str:
+    """"held-out greedy accuracy 0.188 → 1.000 · code ratio 0.188 → 1.000 (32 questions)", or ""."""
+    if not run.heldout:
+        return ""
+    parts = []
+    for key, label in (("accuracy", "held-out greedy accuracy"), ("code_ratio", "code ratio")):
+        parts.append(f"{label} " + " → ".join(_fmt(h.summary.get(key)) for h in run.heldout.values()))
+    whens = " → ".join(f"{w} training" for w in run.heldout)
+    n = next(iter(run.heldout.values())).summary.get("questions")
+    return f"{' · '.join(parts)} ({whens}, {n} questions never trained on)"
 
 
 def _subtitle(run: RunData) -> str:
@@ -94,6 +158,12 @@ def _fmt(v) -> str:
 
 def _tables(run: RunData, grouped: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     tables = []
+    if run.heldout:
+        n = next(iter(run.heldout.values())).summary.get("questions")
+        body = [[f"{when} training", _fmt(h.summary.get("accuracy")), _fmt(h.summary.get("code_ratio")),
+                 _fmt(h.summary.get("sandbox_errors"))] for when, h in run.heldout.items()]
+        tables.append((f"Held-out greedy evaluation ({n} questions never trained on)",
+                       ["", "accuracy", "code ratio", "sandbox errors"], body))
     if run.kind == "eval" and run.results:
         for metric in metrics_shown(run.results):
             header, cells = table_rows(run.results, metric)

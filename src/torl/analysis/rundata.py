@@ -1,12 +1,15 @@
 """Read what a training run or an eval left on disk, in one shape for reports.
 
-- training run dir: ``metrics.jsonl`` (one row per step) and ``samples/step_NNNNNN[.rankR].jsonl``;
+- training run dir: ``metrics.jsonl`` (one row per step), ``samples/step_NNNNNN[.rankR].jsonl`` and,
+  when ``eval_before_after`` is on, the held-out greedy evaluation ``eval_{before,after}.jsonl`` (one
+  row per question) with its summary ``eval_{before,after}.json``;
 - eval output dir: ``trajectories.jsonl`` (+ ``results.json``).
 
 File names come from `torl.run_layout`.
 
 Sample rows keep their own keys (``trajectory``, ``correct``, ``problem``, ``gold``...); eval rows
-have ``benchmark``, training rows ``step``.
+have ``benchmark``, training rows ``step``. Held-out rows are what `torl.train.heldout` writes
+(``text``, ``correct``, ``used_code``..., no trajectory dict).
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ import json
 from pathlib import Path
 
 from torl.errors import UserError
-from torl.run_layout import EvalLayout, RunLayout
+from torl.run_layout import HELDOUT_WHEN, EvalLayout, RunLayout
+
+
+@dataclasses.dataclass
+class HeldOut:
+    """One held-out greedy evaluation of a training run (`torl.train.heldout`), before or after training."""
+
+    when: str                       # "before" | "after"
+    summary: dict                   # questions, accuracy (None: nothing scorable), code_ratio, sandbox_errors
+    rows: list[dict]                # one row per question; [] when only the summary survived
 
 
 @dataclasses.dataclass
@@ -26,6 +38,8 @@ class RunData:
     metrics: list[dict]             # training: metrics.jsonl rows; eval: []
     samples: list[dict]             # sample rows (training dumps or eval trajectories)
     results: dict | None = None     # eval: results.json
+    heldout: dict[str, HeldOut] = dataclasses.field(default_factory=dict)  # training: "before"/"after" when run
+    max_tool_calls: int | None = None  # training: C from task_spec.json, when it is there
 
     @property
     def group_key(self) -> str:
@@ -41,12 +55,28 @@ def read_jsonl(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             if n == len(lines):
                 continue
             raise UserError(f"{path}:{n} is not valid JSON; fix or delete that line") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{n} is not a JSON object; this file was not written by torl")
+        rows.append(row)
     return rows
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object file, None when it is absent; a broken one is the user's to fix."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is not valid JSON; fix or delete it") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a JSON object; this file was not written by torl")
+    return data
 
 
 def load_run(root: str | Path) -> RunData:
@@ -56,13 +86,45 @@ def load_run(root: str | Path) -> RunData:
         raise UserError(f"{root} is not a directory; pass a training run dir or a `torl eval` output dir")
     evaluation = EvalLayout(root)
     if evaluation.trajectories.exists():
-        results = evaluation.results
-        return RunData(root, "eval", [], read_jsonl(evaluation.trajectories),
-                       json.loads(results.read_text()) if results.exists() else None)
+        return RunData(root, "eval", [], read_jsonl(evaluation.trajectories), read_json(evaluation.results))
     run = RunLayout(root)
+    heldout = load_heldout(run)
     if not run.metrics.exists() and not run.samples.is_dir():
+        if heldout:
+            raise UserError(f"{root} holds only the held-out evaluation ({', '.join(f'eval_{w}.json' for w in heldout)}) "
+                            "and no training step yet; report it once a step is logged in metrics.jsonl")
+        if evaluation.results.exists() or evaluation.config.exists():
+            raise UserError(f"{root} is a `torl eval` dir without {evaluation.trajectories.name}: no sample finished "
+                            "there; run the eval (it resumes) before reporting it")
         raise UserError(f"{root} has neither {run.metrics.name}/{run.samples.name}/ (training run) nor "
                         f"{evaluation.trajectories.name} (eval); point at the run's top directory")
     metrics = read_jsonl(run.metrics) if run.metrics.exists() else []
     samples = [row for path in run.sample_files() for row in read_jsonl(path)]
-    return RunData(root, "train", metrics, samples)
+    spec = read_json(run.task_spec) or {}
+    calls = spec.get("max_tool_calls")
+    return RunData(root, "train", metrics, samples, heldout=heldout,
+                   max_tool_calls=calls if isinstance(calls, int) else None)
+
+
+def load_heldout(run: RunLayout) -> dict[str, HeldOut]:
+    """The held-out evaluations the run wrote, in `HELDOUT_WHEN` order; {} when it ran none."""
+    found = {}
+    summaries = read_json(run.summary) or {}
+    for when in HELDOUT_WHEN:
+        rows_path = run.heldout_rows(when)
+        rows = read_jsonl(rows_path) if rows_path.exists() else []
+        summary = read_json(run.heldout_summary(when)) or summaries.get(f"eval_{when}") or (heldout_summary(rows) if rows else None)
+        if summary:
+            found[when] = HeldOut(when, summary, rows)
+    return found
+
+
+def heldout_summary(rows: list[dict]) -> dict:
+    """The summary `torl.train.heldout` writes, recomputed from its rows (a run killed before writing it)."""
+    scored = [r for r in rows if r.get("correct") is not None]
+    return {
+        "questions": len(rows),
+        "accuracy": sum(bool(r["correct"]) for r in scored) / len(scored) if scored else None,
+        "code_ratio": sum(bool(r.get("used_code")) for r in rows) / len(rows),
+        "sandbox_errors": sum(bool(r.get("sandbox_error")) for r in rows),
+    }

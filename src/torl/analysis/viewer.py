@@ -4,6 +4,9 @@ Model text is untrusted. The page never builds HTML from data: all data travels 
 inside ``<script type="application/json">`` (with ``<``, ``>``, ``&`` and U+2028/9 escaped, so no
 string can close the tag), and the script renders it with ``textContent`` only. A strict
 Content-Security-Policy (no network, inline style/script and data: images only) backs this up.
+
+Records come from training dumps and eval rows (`sample_record`, which have the trajectory's
+segments and calls) or from a run's held-out evaluation rows (`heldout_record`, text only).
 """
 
 from __future__ import annotations
@@ -16,24 +19,54 @@ import re
 from pathlib import Path
 
 from torl.analysis.behaviour import call_failed, executed_calls, uses_code
+from torl.tir.parsing import FENCE, complete_python_blocks
 
 MAX_SEGMENT_CHARS = 20_000
+OUTPUT_FENCE = "```output"
+# An observation block as the loop writes it ("```output\n<observation>\n```\n"); the last one may be cut.
+_OUTPUT_BLOCK = re.compile(r"```output\n(.*?)(?:\n```(?:\n|$)|$)", re.DOTALL)
+
+
+def observation_text(tool_text: str) -> str:
+    """What the interpreter printed, from a tool segment: the ```output fences are protocol, drawn by the box.
+
+    Under ``call_trigger: output_fence`` the model wrote ```output and the segment is "\n<obs>\n```\n";
+    under ``block_close`` the loop wrote the whole "```output\n<obs>\n```\n".
+    """
+    text = tool_text.removeprefix(OUTPUT_FENCE)
+    text = text.removeprefix("\n")
+    return re.sub(r"\n?```\s*$", "", text)
+
+
+def _model_text(text: str, before_tool: bool) -> str:
+    # The model's own ```output line (output_fence) opens the box that follows: the box shows it.
+    return re.sub(r"```output\s*$", "", text) if before_tool else text
+
+
+def _segments(raw: list[dict], statuses: list[dict]) -> list[dict]:
+    """Page segments from trajectory segments; `statuses` (one per tool segment, in order) adds status/stderr."""
+    out, status_iter = [], iter(statuses)
+    for n, seg in enumerate(raw):
+        if seg["kind"] == "tool":
+            item = {"kind": "tool", "text": observation_text(seg["text"])[:MAX_SEGMENT_CHARS]}
+            item.update(next(status_iter, {}))
+        else:
+            before_tool = n + 1 < len(raw) and raw[n + 1]["kind"] == "tool"
+            item = {"kind": "model", "text": _model_text(seg["text"], before_tool)[:MAX_SEGMENT_CHARS]}
+        out.append(item)
+    return out
 
 
 def sample_record(index: int, row: dict, group_key: str) -> dict:
     """What the page needs of one sample row (a training dump row or an eval row)."""
     traj = row.get("trajectory", {})
     calls = executed_calls(traj)
-    segments, call_iter = [], iter(calls)
-    for seg in traj.get("segments") or [{"kind": "model", "text": traj.get("text", "")}]:
-        out = {"kind": seg["kind"], "text": seg["text"][:MAX_SEGMENT_CHARS]}
-        if seg["kind"] == "tool":
-            call = next(call_iter, None)
-            if call is not None:
-                out["status"] = call["result"]["status"]
-                if call_failed(call):
-                    out["stderr"] = (call["result"].get("stderr") or "")[-4000:]
-        segments.append(out)
+    statuses = []
+    for call in calls:
+        status = {"status": call["result"]["status"]}
+        if call_failed(call):
+            status["stderr"] = (call["result"].get("stderr") or "")[-4000:]
+        statuses.append(status)
     return {
         "i": index,
         "group": row.get(group_key),
@@ -52,7 +85,43 @@ def sample_record(index: int, row: dict, group_key: str) -> dict:
         "truncated": bool(traj.get("truncated")),
         "finish": traj.get("finish_reason", ""),
         "tokens": traj.get("model_tokens", 0) + traj.get("tool_tokens", 0),
-        "segments": segments,
+        "segments": _segments(traj.get("segments") or [{"kind": "model", "text": traj.get("text", "")}], statuses),
+    }
+
+
+def split_observations(text: str, max_calls: int | None = None) -> list[dict]:
+    """A response's text as model / tool segments, for rows that kept only the text (held-out evaluation).
+
+    An ```output block is the interpreter's when a complete ```python block precedes it since the
+    last observation and fewer than `max_calls` (C, when known) came before: past C, the model's
+    own ```output blocks are its text, as the loop left them.
+    """
+    segments, start, calls = [], 0, 0
+    for m in _OUTPUT_BLOCK.finditer(text):
+        if m.start() < start or (max_calls is not None and calls >= max_calls):
+            continue
+        if not complete_python_blocks(text[start:m.start()] + FENCE):
+            continue
+        if text[start:m.start()]:
+            segments.append({"kind": "model", "text": text[start:m.start()]})
+        segments.append({"kind": "tool", "text": m.group(0)})
+        start, calls = m.end(), calls + 1
+    if text[start:] or not segments:
+        segments.append({"kind": "model", "text": text[start:]})
+    return segments
+
+
+def heldout_record(index: int, row: dict, group: str, max_calls: int | None = None) -> dict:
+    """A held-out evaluation row (`torl.train.heldout`: text, no calls) as a page record."""
+    segments = split_observations(str(row.get("text", "")), max_calls)
+    return {
+        "i": index, "group": group, "qid": str(row.get("question_id", "")), "sample": None,
+        "problem": str(row.get("problem", ""))[:MAX_SEGMENT_CHARS], "gold": str(row.get("gold", "")),
+        "extracted": None if row.get("extracted") is None else str(row.get("extracted")),
+        "correct": row.get("correct"), "reward": None, "code": bool(row.get("used_code")),
+        "calls": sum(s["kind"] == "tool" for s in segments), "skipped": None, "failed": 0,
+        "sandbox_error": bool(row.get("sandbox_error")), "truncated": False, "finish": "greedy (held-out)",
+        "tokens": None, "segments": _segments(segments, []),
     }
 
 
@@ -73,18 +142,19 @@ def image_tag(path: Path, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
 
-def render_page(title: str, subtitle: str, rows: list[dict], group_key: str, tables: list[tuple[str, list[str], list[list[str]]]],
-                images: list[Path], note: str = "") -> str:
-    """The whole page. `tables`: (caption, header, rows) of plain strings (escaped here)."""
-    records = [sample_record(i, row, group_key) for i, row in enumerate(rows)]
+def render_page(title: str, subtitle: str, records: list[dict], group_key: str,
+                tables: list[tuple[str, list[str], list[list[str]]]], images: list[Path], note: str = "",
+                headline: str = "") -> str:
+    """The whole page. `records`: from `sample_record` / `heldout_record`, each with its own ``i``;
+    `tables`: (caption, header, rows) of plain strings (escaped here)."""
     tables_html = "".join(_table_html(caption, header, body) for caption, header, body in tables)
     images_html = "".join(f"<figure>{image_tag(p, p.stem)}</figure>" for p in images)
     values = {
         "TITLE": html.escape(title), "SUBTITLE": html.escape(subtitle), "NOTE": html.escape(note),
-        "GROUP": html.escape(group_key), "TABLES": tables_html, "IMAGES": images_html, "DATA": embed_json(records),
+        "HEADLINE": html.escape(headline), "GROUP": html.escape(group_key), "TABLES": tables_html, "IMAGES": images_html, "DATA": embed_json(records),
     }
     # One pass: text inserted for one placeholder is never scanned for another.
-    return re.sub(r"%(TITLE|SUBTITLE|NOTE|GROUP|TABLES|IMAGES|DATA)%", lambda m: values[m.group(1)], _PAGE)
+    return re.sub(r"%(TITLE|SUBTITLE|HEADLINE|NOTE|GROUP|TABLES|IMAGES|DATA)%", lambda m: values[m.group(1)], _PAGE)
 
 
 def _table_html(caption: str, header: list[str], body: list[list[str]]) -> str:
@@ -143,15 +213,19 @@ _PAGE = r"""<!DOCTYPE html>
   .output.failed .tag, .stderr .tag { color: var(--bad); }
   .stderr { border: 1px dashed #ffb4ac; background: #fff; border-radius: 6px; padding: 6px 10px; margin-top: 4px; color: var(--bad); }
   .empty { color: var(--muted); padding: 18px; text-align: center; }
+  .headline { margin-top: 6px; font-size: 15px; font-weight: 600; } .headline:empty { display: none; }
+  .hint { color: var(--muted); margin: 0 0 8px; }
+  .chev { display: inline-block; width: 1.1em; color: var(--muted); }
 </style>
 </head>
 <body>
-<header><h1>%TITLE%</h1><div class="sub">%SUBTITLE%</div></header>
+<header><h1>%TITLE%</h1><div class="sub">%SUBTITLE%</div><div class="headline" id="headline">%HEADLINE%</div></header>
 <main>
 <section id="summary"><h2>Summary</h2>%TABLES%<div class="sub">%NOTE%</div></section>
 <section id="plots"><div class="figures">%IMAGES%</div></section>
 <section id="browser">
   <h2>Trajectories</h2>
+  <p class="hint" id="expand-hint">Click a row (&#9656;) to open its trajectory: the model's text, each code block and what the interpreter printed; click again to close it.</p>
   <div class="filters" role="toolbar">
     <div class="grp" data-filter="correct"><span class="lbl">answer</span>
       <button data-value="all" class="active">all</button><button data-value="correct">correct</button>
@@ -249,8 +323,7 @@ _PAGE = r"""<!DOCTYPE html>
         const failed = s.status && s.status !== "ok";
         const box = el("div", "seg output" + (failed ? " failed" : ""));
         box.appendChild(el("div", "tag", "output" + (s.status ? " · " + s.status : "")));
-        // The fences around the observation are protocol, shown by the box itself.
-        box.appendChild(el("pre", null, s.text.replace(/^\n/, "").replace(/\n?```\s*$/, "")));
+        box.appendChild(el("pre", null, s.text));  // fences already taken off (observation_text)
         if (s.stderr) {
           const err = el("div", "stderr");
           err.appendChild(el("div", "tag", "stderr"));
@@ -259,7 +332,7 @@ _PAGE = r"""<!DOCTYPE html>
         }
         td.appendChild(box);
       } else {
-        renderModel(s.text.replace(/```output\s*$/, ""), td);
+        renderModel(s.text, td);
       }
     });
     const tr = el("tr", "detail");
@@ -270,7 +343,11 @@ _PAGE = r"""<!DOCTYPE html>
   function rowFor(r) {
     const tr = el("tr", "sample");
     tr.dataset.index = String(r.i);
-    tr.appendChild(el("td", null, r.group));
+    const first = el("td");
+    const chev = el("span", "chev", "\u25B8");  // ▸ closed, ▾ open
+    first.appendChild(chev);
+    first.appendChild(document.createTextNode(r.group === null || r.group === undefined ? "" : String(r.group)));
+    tr.appendChild(first);
     tr.appendChild(el("td", null, r.qid + (MANY_SAMPLES && r.sample !== null && r.sample !== undefined ? " #" + r.sample : "")));
     const ans = el("td"); ans.appendChild(answerBadge(r)); tr.appendChild(ans);
     const code = el("td");
@@ -279,14 +356,15 @@ _PAGE = r"""<!DOCTYPE html>
     if (r.truncated) { code.appendChild(document.createTextNode(" ")); code.appendChild(badge("truncated", "b-na")); }
     tr.appendChild(code);
     tr.appendChild(el("td", null, r.calls));
-    tr.appendChild(el("td", null, r.tokens));
+    tr.appendChild(el("td", null, r.tokens === null ? "n/a" : r.tokens));
     const prob = el("td", "problem-cell", r.problem); prob.title = r.problem; tr.appendChild(prob);
     let detail = null;
     tr.addEventListener("click", function () {
-      if (detail) { detail.remove(); detail = null; tr.classList.remove("open"); return; }
+      if (detail) { detail.remove(); detail = null; tr.classList.remove("open"); chev.textContent = "\u25B8"; return; }
       detail = renderDetail(r);
       tr.after(detail);
       tr.classList.add("open");
+      chev.textContent = "\u25BE";
     });
     tr._hideDetail = function (hide) { if (detail) detail.hidden = hide; };
     return tr;
@@ -320,6 +398,13 @@ _PAGE = r"""<!DOCTYPE html>
       });
     });
   });
+  // The column titles stick right under the filter bar, however many lines the bar wraps to.
+  function stickHeader() {
+    const below = document.querySelector(".filters").offsetHeight;
+    document.querySelectorAll("table.samples th").forEach(function (th) { th.style.top = below + "px"; });
+  }
+  window.addEventListener("resize", stickHeader);
+  stickHeader();
   select.addEventListener("change", function () { state.group = select.value; apply(); });
   document.getElementById("search").addEventListener("input", function (e) { state.search = e.target.value.toLowerCase(); apply(); });
   apply();
