@@ -14,7 +14,7 @@ import torch
 
 from torl.background_loop import BackgroundLoop
 from torl.train.callbacks import MetricsFileCallback, StopAfterMinutes, StopOnInterrupt
-from torl.train.config import health_config, make_sandbox
+from torl.train.config import health_config, make_sandbox, zero_signal_mode
 from torl.train.data import load_questions
 from torl.train.engines import build_engine, choose_engine, push_weights
 from torl.train.heldout import evaluate_heldout
@@ -97,7 +97,7 @@ class TrainingSession:
             model=model, reward_funcs=[TorlReward(self.task.reward_scheme, self.recorder)], args=args,
             train_dataset=dataset, processing_class=tokenizer, rollout_func=self.rollout_func,
             peft_config=lora_config(cfg),  # LoRA: TRL wraps `model` in place, so the engine runs the adapter too
-            zero_signal_updates=cfg.zero_signal_updates, after_scoring=[report],
+            zero_signal_updates=zero_signal_mode(cfg), after_scoring=[report],
             share_prompt_forward=cfg.share_prompt_forward,
             sampler_correction=correct, mismatch_metrics=measure,  # torl.train.mismatch
             contract_dump=lambda step: self.run.contract_violation_file(step, process_rank()),
