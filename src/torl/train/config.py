@@ -30,12 +30,22 @@ class TorlConfig:
     # --- policy and rollout
     model: str = field(default="smollm2-135m", metadata={"help": "Built-in name, local checkpoint dir, or HF hub id."})
     engine: str = field(default="auto", metadata={"help": "auto (vllm on GPU, transformers on CPU) | transformers | vllm"})
-    template: str = field(default="torl_fewshot", metadata={"help": "Prompt template name (torl.tir templates)."})
+    template: str = field(
+        default="torl_fewshot",
+        metadata={"help": "Prompt template: a built-in name (torl, torl_think, torl_fewshot, chat), or a custom one as "
+                          "a mapping in the recipe ({name, turn with {question}, preamble, kind, examples, stop}; on "
+                          "the command line as JSON)."},
+    )
     max_tool_calls: int = field(default=1, metadata={"help": "C: tool calls per response; code after the budget is not run."})
     stop_strings: list[str] = field(
         default_factory=list,
         metadata={"help": "Extra strings that end a response (e.g. '\\nUser:' so few-shot models stop at the next turn)."},
     )
+    session: bool = field(
+        default=False, metadata={"help": "One interpreter session per trajectory (Jupyter-like); false: each block "
+                                         "runs alone."})
+    max_observation_chars: int = field(
+        default=512, metadata={"help": "Head+tail of the interpreter output the model sees (characters)."})
     call_trigger: str = field(
         default="output_fence",
         metadata={"help": "What runs a code block: output_fence (the model writes ```output, ToRL) | block_close "
@@ -170,6 +180,13 @@ class TorlConfig:
             value = getattr(self, name)
             if isinstance(value, str):
                 setattr(self, name, [value])
+        if isinstance(self.template, str) and self.template.lstrip().startswith("{"):  # --template '{"name": ...}'
+            import json
+
+            try:
+                self.template = json.loads(self.template)
+            except ValueError as e:
+                raise UserError(f"--template: not a template name nor a JSON mapping ({e})") from None
 
 
 def parse_train_args(argv: list[str]):
@@ -275,6 +292,8 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
     c = torl_cfg
     if c.max_tool_calls < 0:
         raise UserError(f"max_tool_calls must be >= 0 (C, the tool-call budget), got {c.max_tool_calls}")
+    if c.max_observation_chars < 1:
+        raise UserError(f"max_observation_chars must be >= 1, got {c.max_observation_chars}")
     if c.call_trigger not in CALL_TRIGGERS:
         raise UserError(f"call_trigger must be one of {', '.join(CALL_TRIGGERS)}, got {c.call_trigger!r}")
     if c.zero_signal_updates not in ZERO_SIGNAL_CHOICES:
@@ -419,12 +438,19 @@ def _check_lora(c: TorlConfig) -> None:
                         f"or all-linear (got {' '.join(targets)})")
 
 
-def _check_template(name: str) -> None:
-    from torl.tir.templates import template_names
+def _check_template(template: str | dict) -> None:
+    from torl.tir.templates import template_from_config, template_names
 
+    if isinstance(template, dict):
+        try:
+            template_from_config(template)
+        except (ValueError, TypeError) as e:
+            raise UserError(f"template mapping: {_first_line(e)} (keys: name, turn with {{question}}, preamble, "
+                            "kind, separator, system, stop, examples: [{question, solution}])") from None
+        return
     known = template_names()
-    if name not in known:
-        raise UserError(f"unknown template {name!r}; choose one of {', '.join(known)}")
+    if template not in known:
+        raise UserError(f"unknown template {template!r}; choose one of {', '.join(known)}, or give a mapping")
 
 
 def _check_model(name: str) -> None:
