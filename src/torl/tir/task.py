@@ -57,7 +57,7 @@ class TaskSpec:
         from torl.tir.templates import get_template, template_from_config
 
         if isinstance(self.template, dict):
-            return template_from_config(self.template)
+            return template_from_config(self.template, register=False)
         return get_template(self.template)
 
     @property

@@ -443,7 +443,7 @@ def _check_template(template: str | dict) -> None:
 
     if isinstance(template, dict):
         try:
-            template_from_config(template)
+            template_from_config(template, register=False)
         except (ValueError, TypeError) as e:
             raise UserError(f"template mapping: {_first_line(e)} (keys: name, turn with {{question}}, preamble, "
                             "kind, separator, system, stop, examples: [{question, solution}])") from None
