@@ -138,3 +138,27 @@ def test_a_setting_a_launcher_cannot_run_names_the_recipe_line(launcher, gpu_nod
     assert "zero_signal_updates: auto" in message  # the fix
     with pytest.raises(UserError, match=r"the command line \(--zero_signal_updates\)"):
         validate_on_gpu(["--config", str(recipe), "--zero_signal_updates", "skip"], small_data)
+
+
+@pytest.mark.parametrize("recipe", ["torl-1.5b.yaml", "torl-7b.yaml"])
+def test_gpu_recipes_bound_their_disk_and_say_how_much(recipe):
+    import yaml
+
+    path = REPO / "configs" / recipe
+    settings = yaml.safe_load(path.read_text())
+    assert 1 <= settings["save_total_limit"] <= 3
+    assert 0 < settings["dump_samples_max"] < settings["num_generations"] * 128  # a step samples 128 prompts x G
+    header = "".join(line for line in path.read_text().splitlines() if line.startswith("#"))
+    assert re.search(r"Disk .*plan for about \d+ GB", header)
+
+
+def test_sample_dumps_keep_whole_groups_up_to_the_cap():
+    from torl.train.reporting import sampled_groups
+
+    rows = [({"question_id": f"q{i // 4}"}, i) for i in range(32)]  # 8 groups of 4
+    kept = sampled_groups(rows, 10, seed=(3, 0))
+    assert len(kept) == 8 and len({r[0]["question_id"] for r in kept}) == 2  # 2 whole groups fit in 10
+    assert [r[1] for r in kept] == sorted(r[1] for r in kept)
+    assert kept == sampled_groups(rows, 10, seed=(3, 0)) and sampled_groups(rows, 100, seed=0) == rows
+    assert {r[0]["question_id"] for s in range(20) for r in sampled_groups(rows, 4, seed=s)} != {"q0"}  # not always the first
+    assert len(sampled_groups(rows, 1, seed=0)) == 4  # at least one group

@@ -152,6 +152,11 @@ class TorlConfig:
     reward_scheme: str = field(default="torl", metadata={"help": "torl (+1/-1) | binary (1/0) | torl_exec_penalty"})
     run_dir: str = field(default="runs/torl", metadata={"help": "Run directory (config, metrics, samples, checkpoints)."})
     dump_samples: bool = field(default=True, metadata={"help": "Write run_dir/samples/step_NNNNNN.jsonl every step."})
+    dump_samples_max: int = field(
+        default=0,
+        metadata={"help": "At most this many responses dumped per step, over all processes: whole GRPO groups, a "
+                          "seeded choice per step (0 = every response; at scale a step samples thousands)."},
+    )
     torch_threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (None: torch's default)."})
     max_minutes: float | None = field(
         default=None, metadata={"help": "Wall-clock budget for the training phase: save and stop when it runs out."}
@@ -292,6 +297,8 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
     c = torl_cfg
     if c.max_tool_calls < 0:
         raise UserError(f"max_tool_calls must be >= 0 (C, the tool-call budget), got {c.max_tool_calls}")
+    if c.dump_samples_max < 0:
+        raise UserError(f"dump_samples_max must be >= 0 (0 = dump every response), got {c.dump_samples_max}")
     if c.max_observation_chars < 1:
         raise UserError(f"max_observation_chars must be >= 1, got {c.max_observation_chars}")
     if c.call_trigger not in CALL_TRIGGERS:

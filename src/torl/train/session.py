@@ -89,7 +89,7 @@ class TrainingSession:
         )
         report = StepReport(self.recorder, self.run.samples if cfg.dump_samples else None,
                             render_prompt=lambda q: self.template.render(q, tokenizer), rank=process_rank(),
-                            health=cfg.health_checks)
+                            health=cfg.health_checks, max_rows=cfg.dump_samples_max)
         from datasets import Dataset
 
         dataset = Dataset.from_list([{"prompt": q["problem"], **q} for q in self.train_questions])
