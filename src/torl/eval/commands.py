@@ -15,8 +15,9 @@ def register(subparsers) -> None:
         "ToRL's table: greedy decoding, C = 1 tool call. Rerunning the same command resumes an interrupted eval.",
     )
     p.add_argument("--model", help="HF id, local checkpoint, smollm2-135m, or the served model name (--engine openai)")
-    p.add_argument("--run", help="a training run directory: its model (last checkpoint, unless --model) with exactly "
-                                 "its task spec (template and stops, C, limits, reward); flags below override a field")
+    p.add_argument("--run", help="a training run directory: its model (last checkpoint; a LoRA run's RUN_DIR/merged; "
+                                 "unless --model) with exactly its task spec (template and stops, C, budget, limits, "
+                                 "session, reward); flags below override a field")
     p.add_argument("--benchmarks", default="aime24,amc23,math500,minerva_math,olympiadbench",
                    help="comma-separated names (local data dir or HF hub) or .jsonl/.parquet/.csv paths")
     p.add_argument("--max-tool-calls", type=int, help="C: executed code calls per response (0 = none; default 1)")
