@@ -150,7 +150,7 @@ def test_rollout_run_uses_the_recorded_spec(trained_run, monkeypatch):
     monkeypatch.setattr(commands, "_rollout", fake_rollout)
     monkeypatch.setattr(commands, "_print_readable", lambda *a: None)
     args = argparse.Namespace(run=str(trained_run), model=None, template=None, max_tool_calls=None, call_trigger=None,
-                              max_tokens=None,
-                              question="q", answer=None, json=False)
+                              max_tokens=None, session=None, max_observation_chars=None, engine="transformers",
+                              device="cpu", question="q", answer=None, json=False)
     assert commands.run_rollout(args) == 0
     assert seen["task"] == TaskSpec.load(trained_run) and Path(seen["model"]).name == "checkpoint-1"

@@ -134,7 +134,7 @@ def test_vllm_engine_without_gpu_or_vllm_cpu_build_is_refused(tmp_path):
 def test_transformers_engine_under_sharded_training_is_refused(tmp_path, monkeypatch, env):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    with pytest.raises(UserError, match="engine=transformers generates with the trainer's own module"):
+    with pytest.raises(UserError, match="engine: transformers generates with the trainer's own module"):
         validate(*_valid(tmp_path, engine="transformers"))
 
 

@@ -47,6 +47,11 @@ def resolve_model(name: str) -> str:
         return str(smollm2_checkpoint())
     path = Path(name).expanduser()
     if path.exists():
+        if not (path / "config.json").exists() and (path / "adapter_config.json").exists():
+            # a LoRA checkpoint (adapter only): its base model with the adapter merged in
+            from torl.engines.adapters import merged_checkpoint
+
+            return str(merged_checkpoint(path))
         if not (path / "config.json").exists():
             raise ModelNotFound(f"{name} exists but has no config.json: point --model at an HF checkpoint directory")
         return str(path)
@@ -56,6 +61,21 @@ def resolve_model(name: str) -> str:
         f"unknown model {name!r}: use a local checkpoint directory, an HF hub id (org/name), "
         f"or one of {', '.join(BUILTIN_MODELS)}"
     )
+
+
+def pick_device(choice: str = "auto") -> str:
+    """The torch device for `--device`: auto = cuda when torch sees a GPU, else cpu; ValueError naming the fix."""
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ValueError(f"--device {choice}: torch sees no GPU (torch {torch.__version__}, {build}); "
+                         "use --device cpu, or auto to take a GPU when there is one")
+    if choice != "cpu" and not choice.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {choice!r}")
+    return choice
 
 
 def smollm2_gguf_path() -> Path:

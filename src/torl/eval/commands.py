@@ -6,6 +6,8 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from torl.tir.templates import template_names
+
     p = subparsers.add_parser(
         "eval",
         help="evaluate a model on math benchmarks (greedy / avg@k / pass@k) with code execution",
@@ -13,8 +15,9 @@ def register(subparsers) -> None:
         "ToRL's table: greedy decoding, C = 1 tool call. Rerunning the same command resumes an interrupted eval.",
     )
     p.add_argument("--model", help="HF id, local checkpoint, smollm2-135m, or the served model name (--engine openai)")
-    p.add_argument("--run", help="a training run directory: its model (last checkpoint, unless --model) with exactly "
-                                 "its task spec (template and stops, C, limits, reward); flags below override a field")
+    p.add_argument("--run", help="a training run directory: its model (last checkpoint; a LoRA run's RUN_DIR/merged; "
+                                 "unless --model) with exactly its task spec (template and stops, C, budget, limits, "
+                                 "session, reward); flags below override a field")
     p.add_argument("--benchmarks", default="aime24,amc23,math500,minerva_math,olympiadbench",
                    help="comma-separated names (local data dir or HF hub) or .jsonl/.parquet/.csv paths")
     p.add_argument("--max-tool-calls", type=int, help="C: executed code calls per response (0 = none; default 1)")
@@ -23,13 +26,22 @@ def register(subparsers) -> None:
     p.add_argument("--n", type=int, default=1, help="K samples per problem (K > 1 reports avg@K and pass@K)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-tokens", type=int, help="response budget, interpreter tokens included (default 2048)")
-    p.add_argument("--engine", choices=("transformers", "vllm", "openai"), default="transformers")
+    p.add_argument("--max-tokens", type=int, help="response budget, interpreter tokens included (default: the run's "
+                                                   "task spec with --run, else 3072 as the GPU recipes train)")
+    p.add_argument("--engine", choices=("transformers", "vllm", "openai"), default="transformers",
+                   help="transformers (default: embedded, one device) | vllm (use this for real evaluations on a GPU: "
+                        "continuous batching, pip install -e '.[gpu]') | openai (a running server, --base-url)")
+    p.add_argument("--device", default="auto", help="--engine transformers: auto (default: cuda when torch sees a GPU, "
+                                                    "in bf16; else cpu) | cpu | cuda | cuda:N")
     p.add_argument("--base-url", help="--engine openai: the server's /v1 URL, e.g. http://localhost:8000/v1")
     p.add_argument("--api-key", help="--engine openai: bearer token, if the server wants one")
     p.add_argument("--tokenizer", help="--engine openai: the served model's tokenizer (HF id or path; default: --model)")
     p.add_argument("--limit", type=int, help="only the first N problems of each benchmark")
-    p.add_argument("--template", help="prompt template (torl, torl_fewshot, chat, ...; default torl)")
+    p.add_argument("--template", help=f"prompt template: {', '.join(template_names())} (default: the run's, else torl)")
+    p.add_argument("--session", action=argparse.BooleanOptionalAction, default=None,
+                   help="one interpreter session per trajectory (Jupyter-like); default: the run's, else off")
+    p.add_argument("--max-observation-chars", type=int,
+                   help="head+tail of the interpreter output the model sees (default: the run's, else 512)")
     p.add_argument("--out", default=None, help="output dir (default: eval_out/<model name>)")
     p.add_argument("--data-dir", help="dir with <benchmark>.jsonl files (default: $TORL_DATA_DIR, else the benchmarks shipped with torl)")
     p.add_argument("--problem-column", help="column holding the problem text (files without a usual name)")
@@ -57,12 +69,13 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or str(Path("eval_out") / Path(evaluated.rstrip("/")).name)
     cfg = EvalConfig(
         model=args.model, run=args.run, benchmarks=[b.strip() for b in args.benchmarks.split(",") if b.strip()], out_dir=out,
-        engine=args.engine, base_url=args.base_url, api_key=args.api_key, tokenizer=args.tokenizer, template=args.template,
+        engine=args.engine, device=args.device, base_url=args.base_url, api_key=args.api_key, tokenizer=args.tokenizer, template=args.template,
         max_tool_calls=args.max_tool_calls, call_trigger=args.call_trigger, n=args.n, temperature=args.temperature, top_p=args.top_p,
         max_tokens=args.max_tokens, limit=args.limit, data_dir=args.data_dir, problem_column=args.problem_column,
         answer_column=args.answer_column, reward_scheme=args.reward_scheme, seed=args.seed,
         concurrency=args.concurrency, sandbox_url=args.sandbox_url, exec_timeout=args.exec_timeout,
-        model_label=args.label, tools_off_baseline=args.tools_off_baseline,
+        model_label=args.label, tools_off_baseline=args.tools_off_baseline, session=args.session,
+        max_observation_chars=args.max_observation_chars,
     )
     summary = run_eval(cfg, progress=not args.quiet)
     print_summary(summary, out)

@@ -26,6 +26,7 @@ class EvalConfig:
     benchmarks: list[str]
     out_dir: str
     engine: str = "transformers"          # transformers | vllm | openai
+    device: str = "auto"                  # engine=transformers: auto (cuda if torch sees a GPU, bf16 there) | cpu | cuda[:N]
     base_url: str | None = None           # engine=openai: the server, e.g. http://localhost:8000/v1
     api_key: str | None = None
     tokenizer: str | None = None          # engine=openai: tokenizer of the served model (default: --model)
@@ -37,6 +38,8 @@ class EvalConfig:
     max_tokens: int | None = None         # response budget, interpreter tokens included
     exec_timeout: float | None = None
     reward_scheme: str | None = None
+    session: bool | None = None           # one interpreter session per trajectory
+    max_observation_chars: int | None = None
     n: int = 1                            # samples per problem (K)
     temperature: float = 0.0              # 0 = greedy, ToRL's table
     top_p: float = 1.0
@@ -61,13 +64,21 @@ class EvalConfig:
             base = TaskSpec.load(self.run) if self.run else TaskSpec()
             self.task, self.task_overrides = base.override(
                 template=self.template, max_tool_calls=self.max_tool_calls, call_trigger=self.call_trigger,
-                max_response_tokens=self.max_tokens, exec_timeout_s=self.exec_timeout, reward_scheme=self.reward_scheme)
+                max_response_tokens=self.max_tokens, exec_timeout_s=self.exec_timeout, reward_scheme=self.reward_scheme,
+                session=self.session, max_observation_chars=self.max_observation_chars)
             if self.model is None:
                 if not self.run:
                     raise ValueError("name the model to evaluate: --model M, or --run RUN_DIR for a training run's")
                 self.model = run_model(self.run)
         except ValueError as e:
             raise UserError(str(e)) from None
+        if self.engine == "transformers":
+            from torl.engines.models import pick_device
+
+            try:
+                self.device = pick_device(self.device)
+            except ValueError as e:
+                raise UserError(str(e)) from None
         if self.n < 1:
             raise UserError("--n must be >= 1")
         if self.n > 1 and self.temperature <= 0:
@@ -126,6 +137,7 @@ def run_eval(
     Factories build the engine / sandbox inside the event loop (defaults: `build_engine`,
     `build_sandbox`); `scorer(text, gold, calls) -> RewardResult` defaults to `torl.reward.score`.
     """
+    from torl.eval.manifest import build_manifest
     from torl.eval.summary import summarize, write_outputs
     from torl.eval.tools_off import tools_off_comparison
 
@@ -151,6 +163,8 @@ def run_eval(
     wanted = {(name, p["question_id"], s) for name, problems in benchmarks.items() for p in problems for s in range(cfg.n)}
     finished = [(e, [r for r in log.rows() if row_key(r) in wanted]) for e, log in zip(evals, logs)]
     summaries = [summarize(rows, e) for e, rows in finished]
+    for summary, e in zip(summaries, evals):  # how to get these numbers again (torl.eval.manifest)
+        summary["manifest"] = build_manifest(e, benchmarks)
     if cfg.tools_off_baseline:
         summaries[0]["tools_off_baseline"] = tools_off_comparison(summaries[0], summaries[1], evals[1].out_dir)
     for summary, (e, rows) in zip(summaries, finished):
@@ -255,8 +269,9 @@ async def build_engine(cfg: EvalConfig):
         return make_engine("openai", cfg.model, base_url=cfg.base_url, tokenizer=tokenizer, **extra)
     if cfg.base_url:
         raise UserError(f"--base-url only applies to --engine openai (got --engine {cfg.engine})")
+    device = {"device": cfg.device} if cfg.engine == "transformers" else {}
     try:
-        return make_engine(cfg.engine, cfg.model, seed=cfg.seed)
+        return make_engine(cfg.engine, cfg.model, seed=cfg.seed, **device)
     except (ValueError, ImportError, OSError) as e:
         raise UserError(f"cannot start engine {cfg.engine!r} for model {cfg.model!r}: {e}") from None
 

@@ -6,39 +6,64 @@ import argparse
 import asyncio
 import json
 
+# What SmolLM2-135M follows (the CPU demo's protocol): its few-shot example calls Python, and a block
+# runs at its closing fence (it rarely writes ```output itself); a short budget keeps a CPU run brief.
+SMALL_MODEL_PROTOCOL = {"template": "torl_fewshot", "call_trigger": "block_close", "max_response_tokens": 256}
+CPU_BUDGET = 1024  # other models on the CPU: ToRL's 3072 tokens would take many minutes
+
 
 def register(subparsers) -> None:
+    from torl.tir.templates import template_names
+
     p = subparsers.add_parser("rollout", help="run one tool-integrated trajectory and show it",
                               description="Generate one TIR trajectory: reasoning, code, interpreter output, answer.")
     p.add_argument("--model", default=None, help="HF id, local checkpoint, or smollm2-135m (default; with --run: "
-                                                   "the run's last checkpoint)")
+                                                   "the run's model)")
     p.add_argument("--run", default=None, help="a training run directory: its model and exactly its task spec; "
                                                "the flags below override single fields")
     p.add_argument("--question", required=True)
     p.add_argument("--answer", default=None, help="gold answer: also print the reward")
     p.add_argument("--engine", default="transformers", choices=["transformers", "vllm", "openai"])
     p.add_argument("--base-url", default=None, help="openai engine: the server's /v1 URL")
-    p.add_argument("--template", default=None, help="prompt template name (torl, torl_think, torl_fewshot, chat)")
+    p.add_argument("--template", default=None, help=f"prompt template: {', '.join(template_names())} (default: the "
+                                                     "run's; smollm2-135m: torl_fewshot; else torl)")
     p.add_argument("--max-tool-calls", type=int, default=None, help="C (default 1)")
     p.add_argument("--call-trigger", default=None, choices=("output_fence", "block_close"),
-                   help="what runs a code block: the model's ```output (ToRL, default) or its closing fence")
-    p.add_argument("--max-tokens", type=int, default=None, help="response budget, interpreter tokens included")
+                   help="what runs a code block: the model's ```output (ToRL; the default but for smollm2-135m) or "
+                        "its closing fence (smollm2-135m's default)")
+    p.add_argument("--session", action=argparse.BooleanOptionalAction, default=None,
+                   help="one interpreter session per trajectory (Jupyter-like); default: the run's, else off")
+    p.add_argument("--max-observation-chars", type=int, default=None,
+                   help="head+tail of the interpreter output the model sees (default: the run's, else 512)")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help=f"response budget, interpreter tokens included (default: the run's; smollm2-135m: "
+                        f"{SMALL_MODEL_PROTOCOL['max_response_tokens']}; else 3072, or {CPU_BUDGET} on the CPU)")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="--engine transformers: auto (default: cuda when torch sees a GPU, "
+                                                    "in bf16; else cpu) | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print the trajectory as JSON (Trajectory.to_dict)")
     p.set_defaults(func=run_rollout)
 
 
 def run_rollout(args: argparse.Namespace) -> int:
+    from torl.engines.models import BUILTIN_MODELS, pick_device
     from torl.errors import UserError
     from torl.tir.task import TaskSpec, run_model
 
     try:
-        base = TaskSpec.load(args.run) if args.run else TaskSpec()
-        task, _ = base.override(template=args.template, max_tool_calls=args.max_tool_calls, call_trigger=args.call_trigger,
-                                max_response_tokens=args.max_tokens)
+        if args.engine == "transformers":
+            args.device = pick_device(args.device)
         args.model = args.model or (run_model(args.run) if args.run else "smollm2-135m")
+        if args.run:
+            base = TaskSpec.load(args.run)
+        elif args.model.lower() in BUILTIN_MODELS:  # the protocol the small model follows, not ToRL's
+            base = TaskSpec(**SMALL_MODEL_PROTOCOL)
+        else:
+            base = TaskSpec(max_response_tokens=CPU_BUDGET) if args.device == "cpu" else TaskSpec()
+        task, _ = base.override(template=args.template, max_tool_calls=args.max_tool_calls, call_trigger=args.call_trigger,
+                                max_response_tokens=args.max_tokens, session=args.session,
+                                max_observation_chars=args.max_observation_chars)
     except ValueError as e:
         raise UserError(str(e)) from None
     trajectory, reward = asyncio.run(_rollout(args, task))

@@ -25,10 +25,11 @@ from torl.tir.loop import CALL_TRIGGERS, RolloutConfig
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
     # Defaults: ToRL's evaluation protocol (base-model template, C = 1); a training run records its own.
-    template: str = "torl"                    # prompt template (torl.tir.templates); its stop strings apply
+    template: str | dict = "torl"             # a built-in template's name, or a custom one as a mapping
+                                              # (torl.tir.templates.template_from_config); its stop strings apply
     max_tool_calls: int = 1                   # C: executed calls per response
     extra_stop: tuple[str, ...] = ()          # stop strings beyond the template's own
-    max_response_tokens: int = 2048           # whole response budget, interpreter tokens included
+    max_response_tokens: int = 3072           # whole response budget, interpreter tokens included (the GPU recipes')
     max_observation_chars: int = 512          # head+tail of the interpreter output the model sees
     exec_timeout_s: float = 10.0              # wall-clock limit per code block
     exec_memory_mb: int = 1024                # memory limit per code block
@@ -53,8 +54,10 @@ class TaskSpec:
             raise ValueError(f"reward_scheme must be one of {', '.join(REWARD_SCHEMES)}, got {self.reward_scheme!r}")
 
     def prompt_template(self):
-        from torl.tir.templates import get_template
+        from torl.tir.templates import get_template, template_from_config
 
+        if isinstance(self.template, dict):
+            return template_from_config(self.template, register=False)
         return get_template(self.template)
 
     @property
@@ -115,8 +118,13 @@ class TaskSpec:
 
 
 def run_model(run_dir: str | Path) -> str:
-    """The model a training run produced: its last checkpoint."""
+    """The model a training run produced: RUN_DIR/merged for a finished LoRA run (its checkpoints hold
+    only the adapter), else the last checkpoint (a LoRA one loads as base + adapter, `torl.engines.adapters`)."""
+    merged = Path(run_dir) / "merged"
     checkpoints = RunLayout(run_dir).checkpoint_dirs()
+    if (merged / "config.json").is_file() and (  # not one left behind by a run resumed since
+            not checkpoints or merged.stat().st_mtime >= checkpoints[-1].stat().st_mtime):
+        return str(merged)
     if not checkpoints:
         raise ValueError(f"{run_dir} has no checkpoints/checkpoint-N: the run saved no model yet")
     return str(checkpoints[-1])

@@ -114,9 +114,10 @@ def template_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def template_from_config(cfg: Mapping) -> PromptTemplate:
-    """Build (and register) a template from a config mapping, e.g. a YAML recipe's `template:` section:
-    ``{name, turn, preamble?, kind?, separator?, system?, examples?: [{question, solution}]}``."""
+def template_from_config(cfg: Mapping, *, register: bool = True) -> PromptTemplate:
+    """Build (and, unless `register` is false, register) a template from a config mapping, e.g. a YAML
+    recipe's `template:` section: ``{name, turn, preamble?, kind?, separator?, system?, stop?,
+    examples?: [{question, solution}]}``."""
     cfg = dict(cfg)
     unknown = set(cfg) - {f.name for f in dataclasses.fields(PromptTemplate)}
     if unknown or "name" not in cfg or "turn" not in cfg:
@@ -124,7 +125,7 @@ def template_from_config(cfg: Mapping) -> PromptTemplate:
     examples: Sequence = cfg.pop("examples", ()) or ()
     cfg["stop"] = tuple(cfg.get("stop", ()))
     template = PromptTemplate(**cfg, examples=tuple(FewShotExample(**ex) for ex in examples))
-    return register_template(template, overwrite=True)
+    return register_template(template, overwrite=True) if register else template
 
 
 register_template(PromptTemplate("torl", preamble=_TORL_PREAMBLE + "\n", turn=_TORL_TURN))

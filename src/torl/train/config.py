@@ -18,6 +18,8 @@ from torl.tir.loop import CALL_TRIGGERS
 from torl.train.signal import ZERO_SIGNAL_UPDATES
 
 ENGINES = ("auto", "transformers", "vllm")
+# auto: coast where a micro-batch can be skipped, compute under ZeRO-3/FSDP where it cannot
+ZERO_SIGNAL_CHOICES = ("auto", *ZERO_SIGNAL_UPDATES)
 SANDBOX_BACKENDS = ("local", "remote")
 
 
@@ -28,12 +30,22 @@ class TorlConfig:
     # --- policy and rollout
     model: str = field(default="smollm2-135m", metadata={"help": "Built-in name, local checkpoint dir, or HF hub id."})
     engine: str = field(default="auto", metadata={"help": "auto (vllm on GPU, transformers on CPU) | transformers | vllm"})
-    template: str = field(default="torl_fewshot", metadata={"help": "Prompt template name (torl.tir templates)."})
+    template: str = field(
+        default="torl_fewshot",
+        metadata={"help": "Prompt template: a built-in name (torl, torl_think, torl_fewshot, chat), or a custom one as "
+                          "a mapping in the recipe ({name, turn with {question}, preamble, kind, examples, stop}; on "
+                          "the command line as JSON)."},
+    )
     max_tool_calls: int = field(default=1, metadata={"help": "C: tool calls per response; code after the budget is not run."})
     stop_strings: list[str] = field(
         default_factory=list,
         metadata={"help": "Extra strings that end a response (e.g. '\\nUser:' so few-shot models stop at the next turn)."},
     )
+    session: bool = field(
+        default=False, metadata={"help": "One interpreter session per trajectory (Jupyter-like); false: each block "
+                                         "runs alone."})
+    max_observation_chars: int = field(
+        default=512, metadata={"help": "Head+tail of the interpreter output the model sees (characters)."})
     call_trigger: str = field(
         default="output_fence",
         metadata={"help": "What runs a code block: output_fence (the model writes ```output, ToRL) | block_close "
@@ -41,9 +53,11 @@ class TorlConfig:
     )
     # --- learning signal (torl.train.signal): groups whose rewards are all equal carry no gradient
     zero_signal_updates: str = field(
-        default="coast",
+        default="auto",
         metadata={"help": "Micro-batches without signal are never computed; on a step with no signal at all the "
-                          "optimizer coast (steps on the zero gradient, as TRL) | skip (no update) | compute (TRL as is)."},
+                          "optimizer coast (steps on the zero gradient, as TRL) | skip (no update) | compute (TRL as is, "
+                          "every micro-batch computed) | auto (coast; compute under ZeRO-3/FSDP, which shard the "
+                          "parameters so every process must run every micro-batch)."},
     )
     dynamic_sampling: bool = field(
         default=False,
@@ -138,6 +152,11 @@ class TorlConfig:
     reward_scheme: str = field(default="torl", metadata={"help": "torl (+1/-1) | binary (1/0) | torl_exec_penalty"})
     run_dir: str = field(default="runs/torl", metadata={"help": "Run directory (config, metrics, samples, checkpoints)."})
     dump_samples: bool = field(default=True, metadata={"help": "Write run_dir/samples/step_NNNNNN.jsonl every step."})
+    dump_samples_max: int = field(
+        default=0,
+        metadata={"help": "At most this many responses dumped per step, over all processes: whole GRPO groups, a "
+                          "seeded choice per step (0 = every response; at scale a step samples thousands)."},
+    )
     torch_threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (None: torch's default)."})
     max_minutes: float | None = field(
         default=None, metadata={"help": "Wall-clock budget for the training phase: save and stop when it runs out."}
@@ -155,6 +174,9 @@ class TorlConfig:
                           "layer but the output head)."},
     )
     # --- end LoRA (PEFT)
+    # Where the settings came from (set by parse_train_args, not settable): errors name the line to change.
+    recipe: str | None = field(default=None, init=False)
+    command_line: list[str] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         # CLI overrides of list fields arrive as lists of strings; a YAML scalar becomes a one-item list.
@@ -163,6 +185,13 @@ class TorlConfig:
             value = getattr(self, name)
             if isinstance(value, str):
                 setattr(self, name, [value])
+        if isinstance(self.template, str) and self.template.lstrip().startswith("{"):  # --template '{"name": ...}'
+            import json
+
+            try:
+                self.template = json.loads(self.template)
+            except ValueError as e:
+                raise UserError(f"--template: not a template name nor a JSON mapping ({e})") from None
 
 
 def parse_train_args(argv: list[str]):
@@ -193,7 +222,25 @@ def parse_train_args(argv: list[str]):
     if unknown:
         where = "config file" if from_file else "command line"
         raise UserError(f"unknown setting {unknown[0].lstrip('-')!r} in the {where}; see `torl train --help`")
+    if "--config" in argv:
+        torl_cfg.recipe = argv[argv.index("--config") + 1]
+    torl_cfg.command_line = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--") and a != "--config"]
     return torl_cfg, grpo_cfg
+
+
+def setting_source(c: TorlConfig, name: str) -> str:
+    """Where `name` was set, for an error message: 'the command line (--name)', 'RECIPE line N', or the default."""
+    if name in c.command_line:
+        return f"the command line (--{name})"
+    if c.recipe:
+        try:
+            lines = Path(c.recipe).read_text().splitlines()
+        except OSError:
+            lines = []
+        for number, line in enumerate(lines, 1):
+            if line.split("#", 1)[0].strip().startswith(f"{name}:"):
+                return f"{c.recipe} line {number} ({line.split('#', 1)[0].strip()})"
+    return f"the default (add {name}: ... to the recipe)"
 
 
 def _raise_user_error(message: str):
@@ -250,10 +297,14 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
     c = torl_cfg
     if c.max_tool_calls < 0:
         raise UserError(f"max_tool_calls must be >= 0 (C, the tool-call budget), got {c.max_tool_calls}")
+    if c.dump_samples_max < 0:
+        raise UserError(f"dump_samples_max must be >= 0 (0 = dump every response), got {c.dump_samples_max}")
+    if c.max_observation_chars < 1:
+        raise UserError(f"max_observation_chars must be >= 1, got {c.max_observation_chars}")
     if c.call_trigger not in CALL_TRIGGERS:
         raise UserError(f"call_trigger must be one of {', '.join(CALL_TRIGGERS)}, got {c.call_trigger!r}")
-    if c.zero_signal_updates not in ZERO_SIGNAL_UPDATES:
-        raise UserError(f"zero_signal_updates must be one of {', '.join(ZERO_SIGNAL_UPDATES)}, "
+    if c.zero_signal_updates not in ZERO_SIGNAL_CHOICES:
+        raise UserError(f"zero_signal_updates must be one of {', '.join(ZERO_SIGNAL_CHOICES)}, "
                         f"got {c.zero_signal_updates!r}")
     if c.dynamic_sampling_max_rounds < 0:
         raise UserError(f"dynamic_sampling_max_rounds must be >= 0, got {c.dynamic_sampling_max_rounds}")
@@ -283,12 +334,16 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
         raise UserError("eval_before_after needs held-out questions: set eval_holdout > 0 or eval_files")
     if c.engine == "vllm" and not torch.cuda.is_available():
         _check_vllm_runs_on_cpu()
-    if c.engine == "transformers" and _sharded_launch():
-        raise UserError("engine=transformers generates with the trainer's own module, which ZeRO-3/FSDP shard "
-                        "across processes; use engine=vllm (or auto) with this accelerate config")
-    if c.zero_signal_updates != "compute" and _sharded_launch():
-        raise UserError("zero_signal_updates=coast/skip cannot skip a micro-batch when ZeRO-3/FSDP shard the "
-                        "parameters; set zero_signal_updates=compute")
+    sharded = _sharded_launch()
+    if c.engine == "transformers" and sharded:
+        raise UserError(f"engine: transformers generates with the trainer's own module, which {sharded} shards across "
+                        f"processes; change {setting_source(c, 'engine')} to engine: vllm (or auto)")
+    if c.zero_signal_updates == "auto":  # resolved here, so the trainer and config.yaml see the mode that runs
+        c.zero_signal_updates = zero_signal_mode(c)
+    elif c.zero_signal_updates != "compute" and sharded:
+        raise UserError(f"zero_signal_updates: {c.zero_signal_updates} cannot skip a micro-batch when {sharded} "
+                        f"shards the parameters; change {setting_source(c, 'zero_signal_updates')} to "
+                        "zero_signal_updates: auto (or compute)")
     if getattr(grpo_cfg, "use_vllm", False):
         raise UserError("use_vllm: torl runs its own rollout engine; set engine=vllm instead of use_vllm")
     if grpo_cfg.num_generations < 2:
@@ -312,14 +367,23 @@ def health_config(c: TorlConfig) -> HealthConfig:
         raise UserError(re.sub(rf"\b({'|'.join(names)})\b", r"health_\1", message)) from None
 
 
-def _sharded_launch() -> bool:
-    """Whether `accelerate launch` set this process up for ZeRO-3 or FSDP (it says so in the environment)."""
+def zero_signal_mode(c: TorlConfig) -> str:
+    """The `zero_signal_updates` mode that runs: auto is coast, or compute under ZeRO-3/FSDP."""
+    if c.zero_signal_updates != "auto":
+        return c.zero_signal_updates
+    return "compute" if _sharded_launch() else "coast"
+
+
+def _sharded_launch() -> str | None:
+    """'ZeRO-3' or 'FSDP' when `accelerate launch` set this process up for it (it says so in the environment)."""
     import os
 
-    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
-    zero3 = (os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
-             and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
-    return fsdp or zero3
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        return "FSDP"
+    if (os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
+            and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"):
+        return "ZeRO-3"
+    return None
 
 
 def _check_vllm_runs_on_cpu() -> None:
@@ -381,12 +445,19 @@ def _check_lora(c: TorlConfig) -> None:
                         f"or all-linear (got {' '.join(targets)})")
 
 
-def _check_template(name: str) -> None:
-    from torl.tir.templates import template_names
+def _check_template(template: str | dict) -> None:
+    from torl.tir.templates import template_from_config, template_names
 
+    if isinstance(template, dict):
+        try:
+            template_from_config(template, register=False)
+        except (ValueError, TypeError) as e:
+            raise UserError(f"template mapping: {_first_line(e)} (keys: name, turn with {{question}}, preamble, "
+                            "kind, separator, system, stop, examples: [{question, solution}])") from None
+        return
     known = template_names()
-    if name not in known:
-        raise UserError(f"unknown template {name!r}; choose one of {', '.join(known)}")
+    if template not in known:
+        raise UserError(f"unknown template {template!r}; choose one of {', '.join(known)}, or give a mapping")
 
 
 def _check_model(name: str) -> None:

@@ -24,12 +24,13 @@ from torl.train.recorder import RolloutBatch, StepRecorder
 
 class StepReport:
     def __init__(self, recorder: StepRecorder, samples_dir: Path | None, render_prompt: Callable[[str], str],
-                 rank: int = 0, health: bool = True) -> None:
+                 rank: int = 0, health: bool = True, max_rows: int = 0) -> None:
         self.recorder = recorder
         self.samples_dir = None if samples_dir is None else Path(samples_dir)
         self.render_prompt = render_prompt  # question text -> the prompt the model saw, for the dumps
         self.rank = rank
         self.health = health  # the health/* ratios (health_checks)
+        self.max_rows = max_rows  # dump_samples_max: responses dumped per step over all processes (0 = all)
         self.last: tuple[int, RolloutBatch] | None = None  # (step, batch) of the latest scored batch
 
     def __call__(self, trainer, _batch_tensors) -> None:
@@ -42,7 +43,8 @@ class StepReport:
         step = trainer.state.global_step + 1  # the step these samples train (= metrics.jsonl)
         self.last = (step, batch)
         if self.samples_dir is not None:
-            self._dump(self.samples_dir / sample_file_name(step, self.rank), step, batch)
+            keep = -(-self.max_rows // trainer.accelerator.num_processes) if self.max_rows else None
+            self._dump(self.samples_dir / sample_file_name(step, self.rank), step, batch, keep)
 
     def keep_samples(self, step: int, alarm_dir: Path) -> Path | None:
         """This process's dump of `step`'s samples: the regular one when dumps are on, else written now
@@ -55,13 +57,15 @@ class StepReport:
         self._dump(path, step, self.last[1])
         return path
 
-    def _dump(self, path: Path, step: int, batch: RolloutBatch) -> None:
+    def _dump(self, path: Path, step: int, batch: RolloutBatch, keep: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         rendered: dict[str, str] = {}
         masked = batch.masked or [False] * len(batch.trajectories)
+        rows = list(zip(batch.questions, batch.trajectories, batch.results, masked, strict=True))
+        if keep is not None:
+            rows = sampled_groups(rows, keep, seed=(step, self.rank))
         with path.open("w", encoding="utf-8") as f:
-            for question, traj, res, out in zip(batch.questions, batch.trajectories, batch.results, masked,
-                                                strict=True):
+            for question, traj, res, out in rows:
                 problem = question["problem"]
                 if problem not in rendered:
                     rendered[problem] = self.render_prompt(problem)
@@ -76,6 +80,24 @@ class StepReport:
                     "trajectory": compact_trajectory(traj),
                 }
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def sampled_groups(rows: list[tuple], keep: int, seed) -> list[tuple]:
+    """At most `keep` rows (at least one group): whole GRPO groups (consecutive rows of one question),
+    chosen at random but the same for the same `seed`, in their batch order."""
+    import random
+
+    groups: list[list[tuple]] = []
+    for row in rows:
+        if groups and groups[-1][0][0]["question_id"] == row[0]["question_id"]:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    if len(rows) <= keep:
+        return rows
+    count = max(1, keep // max(len(g) for g in groups))
+    chosen = sorted(random.Random(repr(seed)).sample(range(len(groups)), min(count, len(groups))))
+    return [row for i in chosen for row in groups[i]]
 
 
 def batch_metrics(batch: RolloutBatch, health: bool = True) -> dict[str, float]:

@@ -51,6 +51,10 @@ def _plain(d: dict) -> dict:
     return {k: v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else str(v) for k, v in d.items()}
 
 
+def _template_name(template) -> str:
+    return f"{template.get('name')} (custom)" if isinstance(template, dict) else str(template)
+
+
 def _num(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -59,7 +63,8 @@ def _readme(root: Path, s: dict) -> str:
     lines = [
         f"torl training run — {root}",
         f"finished: {time.strftime('%Y-%m-%d %H:%M:%S')}  status: {s.get('status')}",
-        f"model: {s.get('model')}  template: {s.get('template')}  C (max tool calls): {s.get('max_tool_calls')}",
+        (f"model: {s.get('model')}  template: {_template_name(s.get('template'))}  "
+         f"C (max tool calls): {s.get('max_tool_calls')}"),
         f"steps: {s.get('steps')}  wall time: {s.get('wall_s', 0):.0f} s  train questions: {s.get('train_questions')}",
         "",
     ]
@@ -83,8 +88,12 @@ def _readme(root: Path, s: dict) -> str:
                          f"{_num(row['time/step_s'], 0):>7s}")
         lines.append("")
     if s.get("model_dir"):
-        lines += [f"trained model: {s['model_dir']}",
-                  f"  evaluate it with this run's task spec: torl eval --run {root} --benchmarks ...", ""]
+        lines.append(f"trained model: {s['model_dir']}")
+        if Path(s["model_dir"]).name == "merged":
+            lines.append("  LoRA: the base model with the adapter merged in (checkpoints/ hold only the adapter)")
+        lines += [f"  --run {root} loads it, with this run's task spec (task_spec.json):",
+                  f"    torl eval --run {root} --benchmarks ...",
+                  f"    torl rollout --run {root} --question ...", ""]
     lines += [
         "files:",
         "  config.yaml          resolved configuration",

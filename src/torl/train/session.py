@@ -15,7 +15,7 @@ import torch
 from torl.background_loop import BackgroundLoop
 from torl.train import console
 from torl.train.callbacks import MetricsFileCallback, StopAfterMinutes, StopOnInterrupt
-from torl.train.config import health_config, make_sandbox
+from torl.train.config import health_config, make_sandbox, zero_signal_mode
 from torl.train.data import load_questions
 from torl.train.engines import build_engine, choose_engine, push_weights
 from torl.train.heldout import evaluate_heldout
@@ -90,7 +90,7 @@ class TrainingSession:
         )
         report = StepReport(self.recorder, self.run.samples if cfg.dump_samples else None,
                             render_prompt=lambda q: self.template.render(q, tokenizer), rank=process_rank(),
-                            health=cfg.health_checks)
+                            health=cfg.health_checks, max_rows=cfg.dump_samples_max)
         from datasets import Dataset
 
         dataset = Dataset.from_list([{"prompt": q["problem"], **q} for q in self.train_questions])
@@ -98,7 +98,7 @@ class TrainingSession:
             model=model, reward_funcs=[TorlReward(self.task.reward_scheme, self.recorder)], args=args,
             train_dataset=dataset, processing_class=tokenizer, rollout_func=self.rollout_func,
             peft_config=lora_config(cfg),  # LoRA: TRL wraps `model` in place, so the engine runs the adapter too
-            zero_signal_updates=cfg.zero_signal_updates, after_scoring=[report],
+            zero_signal_updates=zero_signal_mode(cfg), after_scoring=[report],
             share_prompt_forward=cfg.share_prompt_forward,
             sampler_correction=correct, mismatch_metrics=measure,  # torl.train.mismatch
             contract_dump=lambda step: self.run.contract_violation_file(step, process_rank()),
@@ -201,7 +201,8 @@ def task_spec(cfg, args):
     return TaskSpec(template=cfg.template, max_tool_calls=cfg.max_tool_calls, extra_stop=tuple(cfg.stop_strings),
                     max_response_tokens=args.max_completion_length, exec_timeout_s=cfg.sandbox_timeout_s,
                     exec_memory_mb=cfg.sandbox_memory_mb, call_trigger=cfg.call_trigger,
-                    reward_scheme=cfg.reward_scheme)
+                    reward_scheme=cfg.reward_scheme, session=cfg.session,
+                    max_observation_chars=cfg.max_observation_chars)
 
 
 async def _async_make_sandbox(cfg):
