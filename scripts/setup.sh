@@ -4,9 +4,9 @@
 #
 # torch: where `nvidia-smi` finds a GPU, the CUDA build (PyPI's default on Linux). Elsewhere the CPU
 # build, asked for explicitly by its local version (torch==X+cpu) so pip never falls back to the
-# multi-GB CUDA build by itself: from a wheel folder or index pip is already configured with, or from
-# the index in $TORCH_CPU_INDEX (PyTorch's CPU wheel index; its URL is on pytorch.org's install
-# page). With neither, setup says so and installs PyPI's default build (it runs on CPU, but is large).
+# multi-GB CUDA build by itself: first from the wheel folders or indexes pip is already configured
+# with (no network try when one has it), then from PyTorch's CPU wheel index ($TORCH_CPU_INDEX to use
+# a mirror). Only if both fail does setup warn and install PyPI's default build (runs on CPU, large).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -16,11 +16,12 @@ TORCH_VERSION=2.13.0
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
   echo "setup: GPU found: torch $TORCH_VERSION (CUDA build)"
   .venv/bin/pip install -q "torch==$TORCH_VERSION"
-elif .venv/bin/pip install -q "torch==$TORCH_VERSION+cpu" ${TORCH_CPU_INDEX:+--extra-index-url "$TORCH_CPU_INDEX"}; then
+elif .venv/bin/pip install -q "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+     || .venv/bin/pip install -q "torch==$TORCH_VERSION+cpu" --extra-index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"; then
   echo "setup: no GPU: torch $TORCH_VERSION+cpu (CPU build)"
 else
-  echo "setup: warning: no CPU build of torch $TORCH_VERSION is reachable; set TORCH_CPU_INDEX to PyTorch's CPU" \
-       "wheel index to get one. Installing PyPI's default build instead (CUDA libraries included, several GB)." >&2
+  echo "setup: warning: no CPU build of torch $TORCH_VERSION is reachable (set TORCH_CPU_INDEX to a mirror of" \
+       "PyTorch's CPU wheel index). Installing PyPI's default build instead (CUDA libraries included, several GB)." >&2
   .venv/bin/pip install -q "torch==$TORCH_VERSION"
 fi
 extra=""
