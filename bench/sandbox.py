@@ -1,6 +1,13 @@
 """Sandbox speed: torl's isolated LocalSandbox vs a fresh interpreter per call vs an unisolated warm pool.
 
-    .venv/bin/python bench/sandbox.py [--quick]
+    .venv/bin/python bench/sandbox.py [--quick | --smoke]
+    .venv/bin/python bench/sandbox.py --baseline DIR [--smoke]
+
+With --baseline, DIR is an older copy of the sandbox (a `src` root holding torl/sandbox, or the
+sandbox package itself, e.g. from `git archive main src | tar -x -C DIR`): this tree's sandbox and
+that one are measured side by side in one run, rounds alternating, each in a fresh process, and
+the ratios new/old are printed (the hardening must stay within 1.2x). --smoke: a few calls of
+each kind, to check in CI that the bench still runs (about a minute; no timing claims).
 
 (a) torl LocalSandbox, isolation on (bwrap + forks of a warm zygote)
 (b) subprocess.run([sys.executable, "-c", code]) per call (cold interpreter, no isolation)
@@ -31,9 +38,13 @@ import statistics
 import subprocess
 import sys
 import time
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+HERE_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+if "--measure" not in sys.argv:  # a --measure child gets its tree on PYTHONPATH from the parent
+    sys.path.insert(0, HERE_SRC)
 
 from torl.sandbox import LocalSandbox, SandboxConfig  # noqa: E402
 
@@ -83,7 +94,7 @@ def _pool_exec(code: str) -> tuple[str, str]:
 
 def run_subprocess(code: str) -> str:
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=_timeout_for(code))
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=_timeout_for(code), check=False)
         return "ok" if proc.returncode == 0 else "error"
     except subprocess.TimeoutExpired:
         return "timeout"
@@ -178,16 +189,133 @@ def bench_sync(call, counts: dict, mix: list[str], workers: int) -> dict:
     return {"latency": latency, "throughput_per_s": round(len(mix) / elapsed, 1)}
 
 
+# ---------------------------------------------------------------- this tree vs a baseline copy
+
+SESSION_BLOCK = "x = globals().get('x', 0) + 1\nprint(x)"
+
+
+async def measure_one(counts: dict, mix: list[str], workers: int) -> dict:
+    """One round for the sandbox importable here: worker start, latencies (sequential), a
+    session block's latency, and throughput of a concurrent mix."""
+    t = time.perf_counter()
+    async with LocalSandbox(SandboxConfig(workers=workers, max_sessions=1)) as sb:
+        await sb.start()
+        start_s = time.perf_counter() - t
+        for kind, code in SNIPPETS.items():  # warm-up, not timed
+            for _ in range(workers if kind != "timeout" else 0):
+                await sb.run(code, timeout=_timeout_for(code))
+        await _settled(sb)
+        latency = {}
+        for kind, code in SNIPPETS.items():
+            times = []
+            for _ in range(counts[kind]):
+                t = time.perf_counter()
+                status = (await sb.run(code, timeout=_timeout_for(code))).status.value
+                times.append(time.perf_counter() - t)
+                _check(kind, status)
+                await _settled(sb)
+            latency[kind] = percentiles(times)
+        session = await sb.open_session()
+        times = []
+        for _ in range(counts["trivial"] // 2 + 1):
+            t = time.perf_counter()
+            result = await sb.run(SESSION_BLOCK, session=session)
+            times.append(time.perf_counter() - t)
+            assert result.status.value == "ok", result
+        latency["session_block"] = percentiles(times)
+        await sb.close_session(session)
+        t = time.perf_counter()
+        results = await asyncio.gather(*(sb.run(c, timeout=_timeout_for(c)) for c in mix))
+        throughput = len(mix) / (time.perf_counter() - t)
+        assert all(r.status.value in ("ok", "error") for r in results), [r.status for r in results]
+    return {"start_s": round(start_s, 3), "latency": latency, "throughput_per_s": round(throughput, 1)}
+
+
+def _baseline_root(path: str) -> str:
+    """A directory to put on PYTHONPATH so that `torl.sandbox` is the baseline's."""
+    p = Path(path).resolve()
+    if (p / "torl" / "sandbox" / "worker.py").is_file():
+        return str(p)
+    if (p / "src" / "torl" / "sandbox" / "worker.py").is_file():
+        return str(p / "src")
+    if (p / "worker.py").is_file():  # the sandbox package itself: give it a `torl` parent
+        root = Path(tempfile.mkdtemp(prefix="torl-bench-baseline-"))
+        (root / "torl").mkdir()
+        (root / "torl" / "__init__.py").write_text("")
+        (root / "torl" / "sandbox").symlink_to(p)
+        return str(root)
+    raise SystemExit(f"--baseline {path}: no torl/sandbox (or worker.py) found there")
+
+
+def _round(src: str, args: argparse.Namespace) -> dict:
+    env = {**os.environ, "PYTHONPATH": src}
+    cmd = [sys.executable, os.path.abspath(__file__), "--measure", "--workers", str(args.workers)]
+    if args.smoke:
+        cmd.append("--smoke")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=900)
+    if done.returncode != 0:
+        raise SystemExit(f"measuring {src} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout)
+
+
+def _best(rounds: list[dict]) -> dict:
+    """Per figure, the best round (lowest latency, highest throughput): the least disturbed by load."""
+    best = json.loads(json.dumps(rounds[0]))
+    for r in rounds[1:]:
+        best["start_s"] = min(best["start_s"], r["start_s"])
+        best["throughput_per_s"] = max(best["throughput_per_s"], r["throughput_per_s"])
+        for kind, lat in r["latency"].items():
+            for key in ("p50_ms", "p99_ms"):
+                best["latency"][kind][key] = min(best["latency"][kind][key], lat[key])
+    return best
+
+
+def compare_with_baseline(args: argparse.Namespace) -> dict:
+    trees = {"new": os.path.abspath(HERE_SRC), "old": _baseline_root(args.baseline)}
+    rounds: dict[str, list[dict]] = {"new": [], "old": []}
+    loadavg_before = _loadavg()
+    for i in range(args.rounds):
+        for name in (("new", "old") if i % 2 == 0 else ("old", "new")):  # alternate who goes first
+            rounds[name].append(_round(trees[name], args))
+    new, old = _best(rounds["new"]), _best(rounds["old"])
+    ratios = {f"{kind}_p50_new_over_old": round(new["latency"][kind]["p50_ms"] / old["latency"][kind]["p50_ms"], 2)
+              for kind in new["latency"] if kind != "timeout"}
+    ratios["throughput_old_over_new"] = round(old["throughput_per_s"] / new["throughput_per_s"], 2)
+    ratios["worker_start_new_over_old"] = round(new["start_s"] / old["start_s"], 2)
+    within = {k: v <= 1.2 for k, v in ratios.items() if k != "worker_start_new_over_old"}
+    return {"machine": {"cpus": os.cpu_count(), "loadavg_before": loadavg_before, "loadavg_after": _loadavg()},
+            "workers": args.workers, "rounds": args.rounds, "trees": trees, "new": new, "old": old,
+            "ratios": ratios, "within_1.2x": within, "all_within_1.2x": all(within.values())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (about 30 s)")
+    parser.add_argument("--smoke", action="store_true", help="a few calls of each kind: checks the bench runs")
     parser.add_argument("--workers", type=int, default=4, help="parallel workers for every backend")
+    parser.add_argument("--baseline", metavar="DIR", help="an older copy of the sandbox to compare against")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per tree with --baseline (default 3, smoke 1)")
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # one round, in a child
     args = parser.parse_args()
-    scale = 1 if args.quick else 3
+    if args.measure or args.baseline:
+        scale = 0.1 if args.smoke else 1
+        counts = {"trivial": max(3, int(60 * scale)), "math": max(2, int(15 * scale)),
+                  "error": max(2, int(15 * scale)), "timeout": 1}
+        cycle = ["trivial", "trivial", "math", "error"]
+        if args.measure:
+            mix = [SNIPPETS[cycle[i % 4]] for i in range(max(8, int(100 * scale)))]
+            print(json.dumps(asyncio.run(measure_one(counts, mix, args.workers))))
+            return
+        args.rounds = args.rounds or (1 if args.smoke else 3)
+        print(json.dumps(compare_with_baseline(args), indent=2))
+        return
+    scale = 1 if args.quick or args.smoke else 3
     warm_counts = {"trivial": 100 * scale, "math": 20 * scale, "error": 30 * scale, "timeout": 2}
+    if args.smoke:
+        warm_counts = {"trivial": 5, "math": 2, "error": 2, "timeout": 1}
     cold_counts = {"trivial": 4 * scale, "math": 2 * scale, "error": 3 * scale, "timeout": 2}
     cycle = ["trivial", "trivial", "math", "error"]
-    warm_mix = [SNIPPETS[cycle[i % 4]] for i in range(100 * scale)]
+    warm_mix = [SNIPPETS[cycle[i % 4]] for i in range(8 if args.smoke else 100 * scale)]
     cold_mix = [SNIPPETS[cycle[i % 4]] for i in range(8 * scale)]
 
     report = {"machine": {"cpus": os.cpu_count(), "loadavg_before": _loadavg()},

@@ -224,9 +224,10 @@ class RemoteSandbox(Sandbox):
         timeouts = httpx.Timeout(read_timeout, connect=self.connect_timeout_s, pool=None)
         failure = ""
         attempts = self.retries + 1
+        retry_after = 0.0
         for attempt in range(attempts):
             if attempt:
-                await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(max(self.retry_backoff_s * 2 ** (attempt - 1), retry_after))
             try:
                 response = await self._http().request(method, path, json=json, timeout=timeouts)
             except httpx.TransportError as e:
@@ -236,7 +237,11 @@ class RemoteSandbox(Sandbox):
                     continue
                 attempts = attempt + 1
                 break
-            if response.status_code >= 500 and idempotent and attempt + 1 < attempts:
+            # A busy server (503 + Retry-After) refused the request before reading it: nothing
+            # ran, so even a session block is safe to send again.
+            busy = response.status_code == 503 and "retry-after" in response.headers
+            if response.status_code >= 500 and (idempotent or busy) and attempt + 1 < attempts:
+                retry_after = _seconds(response.headers.get("retry-after"))
                 failure = f"HTTP {response.status_code}: {_error_detail(response)}"
                 continue
             return response
@@ -378,3 +383,11 @@ def _error_detail(response: httpx.Response) -> str:
     if not detail:
         detail = response.text[:300]
     return " ".join(str(detail).split())
+
+
+def _seconds(value: str | None, cap: float = 30.0) -> float:
+    """A Retry-After value in seconds (the delta form), bounded; 0 when absent or a date."""
+    try:
+        return min(max(float(value), 0.0), cap) if value is not None else 0.0
+    except ValueError:
+        return 0.0
