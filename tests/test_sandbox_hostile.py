@@ -453,3 +453,28 @@ def test_colliding_files_over_http_are_a_400_naming_them():
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+# ---------------------------------------------------------------- socket memory on either cgroup version
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_socket_buffers_are_bounded_on_both_cgroup_versions(tmp_path, v2):
+    """v1 has a separate socket-buffer counter that must be switched on and set; v2 charges socket
+    buffers to memory.max by default, so nothing beyond memory.max is written there."""
+    from torl.sandbox.cgroups import WorkerCgroups
+
+    files = ["memory.max", "memory.swap.max"] if v2 else [
+        "memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "memory.kmem.tcp.limit_in_bytes"]
+    for name in files:
+        (tmp_path / name).write_text("max\n")
+    groups = WorkerCgroups("w", {"memory": tmp_path}, {"memory": v2})
+    assert groups.socket_memory_bounded
+    groups.set_memory_limit(300 * 2**20, socket_bytes=64 * 2**20)
+    if v2:
+        assert (tmp_path / "memory.max").read_text() == str(300 * 2**20)
+        assert not (tmp_path / "memory.kmem.tcp.limit_in_bytes").exists()
+    else:
+        assert (tmp_path / "memory.limit_in_bytes").read_text() == str(300 * 2**20)
+        assert (tmp_path / "memory.kmem.tcp.limit_in_bytes").read_text() == str(64 * 2**20)
+        (tmp_path / "memory.kmem.tcp.limit_in_bytes").unlink()
+        assert not groups.socket_memory_bounded  # an old v1 kernel: `torl sandbox check` says so

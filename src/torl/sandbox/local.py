@@ -109,7 +109,11 @@ class _WorkerProcess:
             await self.kill()
             raise WorkerDied(f"worker failed to start: {self.info.get('message', self.info)}")
         if isolated and isolation.running_as_root():
-            await self._turn_off_time_wait()
+            try:
+                await self._turn_off_time_wait()
+            except OSError as e:  # could not even start the helper (e.g. EMFILE): a failed start, retried
+                await self.kill()
+                raise WorkerDied(f"worker failed to start: cannot configure its network namespace: {e}") from None
         if self.cgroups is not None and self.cgroups.has_memory:
             # Everything the worker holds now (interpreter, pre-imports, the spare) is the base;
             # each run may add its memory_mb on top, whatever kind of memory it uses.
@@ -603,12 +607,15 @@ class LocalSandbox(Sandbox):
              "no capabilities; no new user namespaces inside (--disable-userns)"),
             ("network namespace", set(info.get("net_interfaces", [])) <= {"lo"},
              f"interfaces: {', '.join(info.get('net_interfaces', [])) or 'none'}"),
-            ("seccomp", True, "denylist: keyrings, namespaces, mount, io_uring, ptrace, bpf, other processes' "
-                              "limits/priorities" + ("" if memory_cgroup else "; memfd_create and shmget (no memory cgroup)")),
+            ("seccomp", True, "denylist: keyrings, namespaces, mount, io_uring, ptrace, bpf, inotify, other "
+                              "processes' limits/priorities; sockets of AF_UNIX/AF_INET/AF_INET6 only"
+                              + ("" if memory_cgroup else "; memfd_create and shmget (no memory cgroup)")),
             ("filesystem", True, "read-only allowlist: /usr, interpreter dirs " + ", ".join(isolation.python_roots())
              + f"; private tmpfs /tmp ({cfg.scratch_mb} MB), wiped after each run; home and project hidden"),
             ("memory cgroup", memory_cgroup,
-             f"all memory of a run (memfd, tmpfs, shared memory) within memory_mb (+{cfg.memory_mb} MB default)"
+             f"all memory of a run (memfd, tmpfs, shared memory) within memory_mb (+{cfg.memory_mb} MB default); "
+             + ("socket buffers bounded too" if groups.socket_memory_bounded else "socket buffers NOT bounded (cgroup "
+                                                                                   "v1 without memory.kmem.tcp)")
              if memory_cgroup else "not available on this host: memfd_create and SysV shmget refused instead"),
             ("process bound", True, (f"pids cgroup, max {cfg.max_processes} + 4 per worker; " if groups and "pids" in groups.dirs
                                      else "") + f"RLIMIT_NPROC={cfg.max_processes}"),
