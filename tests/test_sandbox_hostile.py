@@ -478,3 +478,20 @@ def test_socket_buffers_are_bounded_on_both_cgroup_versions(tmp_path, v2):
         assert (tmp_path / "memory.kmem.tcp.limit_in_bytes").read_text() == str(64 * 2**20)
         (tmp_path / "memory.kmem.tcp.limit_in_bytes").unlink()
         assert not groups.socket_memory_bounded  # an old v1 kernel: `torl sandbox check` says so
+
+
+async def test_pending_request_bodies_are_bounded_in_bytes_too():
+    from torl.sandbox.server import create_app
+
+    sandbox = _Gate()
+    app = create_app(sandbox, max_pending_runs=100, max_request_bytes=1_000_000)  # bodies: 4 MB at once
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        body = {"code": "#" * 900_000, "language": "python"}
+        admitted = [asyncio.create_task(http.post("/run_code", json=body)) for _ in range(4)]
+        while sandbox.started < 4:
+            await asyncio.sleep(0.01)
+        refused = await http.post("/run_code", json=body)
+        assert refused.status_code == 503 and "bytes of pending request bodies" in refused.json()["detail"]
+        assert "retry-after" in refused.headers
+        sandbox.gate.set()
+        assert [r.status_code for r in await asyncio.gather(*admitted)] == [200] * 4

@@ -39,8 +39,9 @@ Protections
     session TTL   a session unused for `--session-ttl` s is closed, so abandoned sessions cannot
                   hold every `max_sessions` slot for good.
     run queue     at most `--max-pending-runs` runs are admitted at once (running or waiting for a
-                  worker); beyond that a run gets 503 with `Retry-After` before its body is read,
-                  so queued requests cannot take the server's memory.
+                  worker), whose bodies hold at most 4 x `--max-request-mb` together; beyond that a
+                  run gets 503 with `Retry-After` before its body is read, so queued requests
+                  cannot take the server's memory.
     connections   at most `max_connections` open connections, fewer than the server's file
                   descriptors (it keeps a reserve for replacing workers); connections that have not
                   yet sent a request are capped lower and the oldest is dropped for a new one, so
@@ -86,6 +87,7 @@ DEFAULT_READ_TIMEOUT_S = 30.0
 DEFAULT_SESSION_TTL_S = 600.0
 DEFAULT_MAX_CONNECTIONS = 1024
 RETRY_AFTER_S = 1           # what a busy answer tells the client to wait
+_PENDING_BODIES = 4         # bytes of admitted request bodies: at most this many of the largest size
 _FDS_PER_WORKER = 12        # its pipes, plus what starting a replacement opens for a moment
 _FDS_RESERVED = 64          # the server's own files, sockets and imports
 TOKEN_ENV = "TORL_SANDBOX_TOKEN"
@@ -323,7 +325,9 @@ def create_app(
     if token is not None and not token:
         raise ValueError("token must be a non-empty string (or None for no authentication)")
     reaper = SessionReaper(sandbox, session_ttl_s or None)
-    admission = _Admission(default_max_pending_runs(sandbox) if max_pending_runs is None else max_pending_runs)
+    # Bodies of admitted runs: room for a few requests of the largest size at once.
+    admission = _Admission(default_max_pending_runs(sandbox) if max_pending_runs is None else max_pending_runs,
+                           max_bytes=_PENDING_BODIES * max_request_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -356,11 +360,11 @@ def create_app(
             raise BadRequest(404, "unknown_session", message)
 
     async def run(request: Request, session: str | None) -> Response:
-        with admission.slot():  # before the body is read: a refused request costs no memory
-            return await admitted_run(request, session)
+        with admission.slot() as slot:  # before the body is read: a refused request costs no memory
+            return await admitted_run(request, session, slot)
 
-    async def admitted_run(request: Request, session: str | None) -> Response:
-        parsed = parse_run_request(await _read_body(request, max_request_bytes, read_timeout_s))
+    async def admitted_run(request: Request, session: str | None, slot: "_Slot") -> Response:
+        parsed = parse_run_request(await _read_body(request, max_request_bytes, read_timeout_s, take=slot.take))
         if session is not None:
             gone(session)
         try:
@@ -432,23 +436,43 @@ def default_max_pending_runs(sandbox: Sandbox) -> int:
 
 
 class _Admission:
-    """A bound on runs in the server at once; past it, BadRequest 503 (busy), never a queue."""
+    """Bounds on runs in the server at once, by number and by the bytes of their bodies; past
+    either, BadRequest 503 (busy), never a queue. The byte bound keeps a few huge requests from
+    taking the memory that many small ones would share."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_bytes: int) -> None:
         if limit < 1:
             raise ValueError(f"max_pending_runs must be >= 1, got {limit}")
         self.limit, self.pending = limit, 0
+        self.max_bytes, self.bytes = max_bytes, 0
+
+    def _busy(self, what: str) -> BadRequest:
+        return BadRequest(503, "busy", f"the sandbox server is at its limit of {what}: retry after {RETRY_AFTER_S} s")
 
     @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
+    def slot(self) -> Iterator["_Slot"]:
         if self.pending >= self.limit:
-            raise BadRequest(503, "busy", f"the sandbox server has {self.pending} runs pending, its limit "
-                                          f"(--max-pending-runs): retry after {RETRY_AFTER_S} s")
+            raise self._busy(f"{self.limit} pending runs (--max-pending-runs)")
         self.pending += 1
+        slot = _Slot(self)
         try:
-            yield
+            yield slot
         finally:
             self.pending -= 1
+            self.bytes -= slot.bytes
+
+
+class _Slot:
+    """One admitted run: counts its body's bytes against the server's budget as they arrive."""
+
+    def __init__(self, admission: _Admission) -> None:
+        self.admission, self.bytes = admission, 0
+
+    def take(self, n: int) -> None:
+        if self.admission.bytes + n > self.admission.max_bytes:
+            raise self.admission._busy(f"{self.admission.max_bytes} bytes of pending request bodies")
+        self.admission.bytes += n
+        self.bytes += n
 
 
 class _RequireToken:
@@ -485,9 +509,11 @@ class _RequireToken:
         return hmac.compare_digest(credentials, self.token)  # constant time: no guessing byte by byte
 
 
-async def _read_body(request: Any, limit: int, timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> bytes:
+async def _read_body(request: Any, limit: int, timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+                     take: Any = None) -> bytes:
     """The request body, refusing (413) past `limit` bytes without reading the rest, and (408)
-    when it has not all arrived within `timeout_s`."""
+    when it has not all arrived within `timeout_s`. take(n), if given, is told of each n bytes
+    before they are kept (it raises to refuse them)."""
     from starlette.requests import ClientDisconnect
 
     too_large = BadRequest(413, "too_large",
@@ -496,6 +522,9 @@ async def _read_body(request: Any, limit: int, timeout_s: float = DEFAULT_READ_T
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
+    if take is not None and declared.isdigit():
+        take(int(declared))  # the whole body at once: refused before any of it is read
+        take = None
     chunks, size = [], 0
     try:
         async with asyncio.timeout(timeout_s):
@@ -503,6 +532,8 @@ async def _read_body(request: Any, limit: int, timeout_s: float = DEFAULT_READ_T
                 size += len(chunk)
                 if size > limit:
                     raise too_large
+                if take is not None:
+                    take(len(chunk))
                 chunks.append(chunk)
     except TimeoutError:
         raise BadRequest(408, "read_timeout",
