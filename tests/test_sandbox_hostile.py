@@ -495,3 +495,23 @@ async def test_pending_request_bodies_are_bounded_in_bytes_too():
         assert "retry-after" in refused.headers
         sandbox.gate.set()
         assert [r.status_code for r in await asyncio.gather(*admitted)] == [200] * 4
+
+
+async def test_remote_client_waits_out_a_busy_server_even_for_a_session_block():
+    """503 + Retry-After means nothing ran: RemoteSandbox sends the run again after the pause
+    (not counting it as a failure), so back-pressure delays clients instead of failing them."""
+    from torl.sandbox.remote import RemoteSandbox
+    from torl.sandbox.server import create_app
+
+    sandbox = _Gate()
+    app = create_app(sandbox, max_pending_runs=1)
+    async with RemoteSandbox("http://test", transport=httpx.ASGITransport(app=app), retries=0) as box:
+        first = asyncio.create_task(box.run("print(1)"))
+        while sandbox.started < 1:
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(box.run("print(2)", session="s"))
+        await asyncio.sleep(2.5)  # refused at least once meanwhile
+        assert not second.done()
+        sandbox.gate.set()
+        assert [r.status for r in await asyncio.gather(first, second)] == [ExecStatus.OK, ExecStatus.OK]
+        assert sandbox.started == 2  # the session block ran once

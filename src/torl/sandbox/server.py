@@ -349,8 +349,8 @@ def create_app(
     async def bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
         # After a 408 the rest of the body may never come: do not wait for it on this connection.
         headers = {"Connection": "close"} if exc.status_code == 408 else None
-        if exc.status_code == 503:  # busy: the body was never read, so this connection is done too
-            headers = {"Connection": "close", "Retry-After": str(RETRY_AFTER_S)}
+        if exc.status_code == 503:  # busy: nothing ran; the client may send it again after a while
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
         return JSONResponse({"detail": exc.detail, "torl_error": exc.torl_error}, exc.status_code,
                             headers=headers)
 
@@ -360,8 +360,15 @@ def create_app(
             raise BadRequest(404, "unknown_session", message)
 
     async def run(request: Request, session: str | None) -> Response:
-        with admission.slot() as slot:  # before the body is read: a refused request costs no memory
-            return await admitted_run(request, session, slot)
+        try:
+            with admission.slot() as slot:  # before the body is read: a refused request costs no memory
+                return await admitted_run(request, session, slot)
+        except BadRequest as e:
+            if e.status_code == 503:
+                # Read the rest of the body without keeping it, so the client gets to read the
+                # answer (a client still sending when the connection closes sees only a reset).
+                await _discard_body(request, max_request_bytes, read_timeout_s)
+            raise
 
     async def admitted_run(request: Request, session: str | None, slot: "_Slot") -> Response:
         parsed = parse_run_request(await _read_body(request, max_request_bytes, read_timeout_s, take=slot.take))
@@ -542,6 +549,19 @@ async def _read_body(request: Any, limit: int, timeout_s: float = DEFAULT_READ_T
     except ClientDisconnect:
         raise BadRequest(400, "client_disconnected", "the client closed the connection mid-body") from None
     return b"".join(chunks)
+
+
+async def _discard_body(request: Any, limit: int, timeout_s: float) -> None:
+    """Read what is left of the body (up to `limit` bytes, within `timeout_s`), keeping none of it."""
+    from starlette.requests import ClientDisconnect
+
+    size = 0
+    with contextlib.suppress(TimeoutError, ClientDisconnect, RuntimeError):  # RuntimeError: already consumed
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return
 
 
 def _unavailable(what: str, e: Exception) -> Any:

@@ -13,7 +13,8 @@ passes the code to the spare, which applies the per-run limits (memory, CPU) and
 worker collects the output and enforces the wall clock and output cap. When the code finishes,
 the spare reports its exit status on a report pipe and the worker answers `result` at once,
 without waiting for the big address space to be torn down. Only then does it kill every other
-process in its namespace, wipe the scratch dirs and fork the next spare, and answer `idle`. The
+process in its namespace, wipe the scratch dirs (and reset their roots), remove IPC objects and
+message queues, fork the next spare, and answer `idle`. The
 host hands the worker out again only after `idle`, so no run ever starts while leftovers of the
 previous one exist.
 
@@ -23,6 +24,9 @@ so user code cannot kill the worker (`os.kill(os.getppid(), 9)` is a no-op).
 Session mode (one worker per session): a *holder* process keeps the user's globals. Each block
 runs in a fork of the holder; if the block completes (ok or a caught exception) that fork becomes
 the new holder, otherwise (timeout, crash, memory kill) the previous holder and its state are kept.
+No code of the session runs between blocks: the fork hooks a block registered are dropped before
+the next holder is forked from its state, and the holder is kept stopped (SIGSTOP) until the next
+block arrives.
 
 Wire format on the host pipes: 4-byte big-endian length + UTF-8 JSON object.
 """
