@@ -515,3 +515,13 @@ async def test_remote_client_waits_out_a_busy_server_even_for_a_session_block():
         sandbox.gate.set()
         assert [r.status for r in await asyncio.gather(first, second)] == [ExecStatus.OK, ExecStatus.OK]
         assert sandbox.started == 2  # the session block ran once
+
+
+async def test_a_refused_token_closes_its_connection():
+    """Without the token a client holds no connection beyond the one answer."""
+    from torl.sandbox.server import create_app
+
+    app = create_app(_Gate(), token="s3cret")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        refused = await http.post("/run_code", json={"code": "print(1)", "language": "python"})
+    assert refused.status_code == 401 and refused.headers.get("connection") == "close"
