@@ -5,8 +5,8 @@
 
 With --baseline, DIR is an older copy of the sandbox (a `src` root holding torl/sandbox, or the
 sandbox package itself, e.g. from `git archive main src | tar -x -C DIR`): this tree's sandbox and
-that one are measured side by side in one run, rounds alternating, each in a fresh process, and
-the ratios new/old are printed (the hardening must stay within 1.2x). --smoke: a few calls of
+that one are measured side by side in one run: each in a child process of its own, driven call by
+call in alternation so both see the same load, and the ratios new/old of the medians are printed (the hardening must stay within 1.2x). --smoke: a few calls of
 each kind, to check in CI that the bench still runs (about a minute; no timing claims).
 
 (a) torl LocalSandbox, isolation on (bwrap + forks of a warm zygote)
@@ -37,16 +37,16 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
-if "--measure" not in sys.argv:  # a --measure child gets its tree on PYTHONPATH from the parent
+if "--serve-calls" not in sys.argv:  # a --baseline child gets its tree on PYTHONPATH from the parent
     sys.path.insert(0, HERE_SRC)
 
-from torl.sandbox import LocalSandbox, SandboxConfig  # noqa: E402
+from torl.sandbox import LocalSandbox, SandboxConfig
 
 TIMEOUT_S = 1.0
 SNIPPETS = {
@@ -80,7 +80,7 @@ def _pool_exec(code: str) -> tuple[str, str]:
     signal.setitimer(signal.ITIMER_REAL, _timeout_for(code))
     try:
         with contextlib.redirect_stdout(out):
-            exec(compile(code, "<code>", "exec"), {"__name__": "__main__"})
+            exec(compile(code, "<code>", "exec"), {"__name__": "__main__"})  # noqa: S102 - the unisolated pool under comparison
         return "ok", out.getvalue()
     except TimeoutError:
         return "timeout", out.getvalue()
@@ -190,13 +190,18 @@ def bench_sync(call, counts: dict, mix: list[str], workers: int) -> dict:
 
 
 # ---------------------------------------------------------------- this tree vs a baseline copy
+#
+# Each tree's sandbox lives in a child process of its own (two versions of torl.sandbox cannot
+# share one interpreter). The parent drives both call by call, alternating which goes first, so
+# every pair of samples sees the same machine load; ratios are of the medians.
 
 SESSION_BLOCK = "x = globals().get('x', 0) + 1\nprint(x)"
+MIX_CYCLE = ["trivial", "trivial", "math", "error"]
 
 
-async def measure_one(counts: dict, mix: list[str], workers: int) -> dict:
-    """One round for the sandbox importable here: worker start, latencies (sequential), a
-    session block's latency, and throughput of a concurrent mix."""
+async def serve_calls(workers: int, mix_size: int) -> None:
+    """Child side: start a LocalSandbox, then answer one JSON command per stdin line."""
+    loop = asyncio.get_running_loop()
     t = time.perf_counter()
     async with LocalSandbox(SandboxConfig(workers=workers, max_sessions=1)) as sb:
         await sb.start()
@@ -204,31 +209,49 @@ async def measure_one(counts: dict, mix: list[str], workers: int) -> dict:
         for kind, code in SNIPPETS.items():  # warm-up, not timed
             for _ in range(workers if kind != "timeout" else 0):
                 await sb.run(code, timeout=_timeout_for(code))
-        await _settled(sb)
-        latency = {}
-        for kind, code in SNIPPETS.items():
-            times = []
-            for _ in range(counts[kind]):
-                t = time.perf_counter()
-                status = (await sb.run(code, timeout=_timeout_for(code))).status.value
-                times.append(time.perf_counter() - t)
-                _check(kind, status)
-                await _settled(sb)
-            latency[kind] = percentiles(times)
         session = await sb.open_session()
-        times = []
-        for _ in range(counts["trivial"] // 2 + 1):
+        mix = [SNIPPETS[MIX_CYCLE[i % 4]] for i in range(mix_size)]
+        print(json.dumps({"start_s": start_s}), flush=True)
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            op = json.loads(line)["op"]
+            await _settled(sb)
             t = time.perf_counter()
-            result = await sb.run(SESSION_BLOCK, session=session)
-            times.append(time.perf_counter() - t)
-            assert result.status.value == "ok", result
-        latency["session_block"] = percentiles(times)
-        await sb.close_session(session)
-        t = time.perf_counter()
-        results = await asyncio.gather(*(sb.run(c, timeout=_timeout_for(c)) for c in mix))
-        throughput = len(mix) / (time.perf_counter() - t)
-        assert all(r.status.value in ("ok", "error") for r in results), [r.status for r in results]
-    return {"start_s": round(start_s, 3), "latency": latency, "throughput_per_s": round(throughput, 1)}
+            if op == "throughput":
+                results = await asyncio.gather(*(sb.run(c, timeout=_timeout_for(c)) for c in mix))
+                assert all(r.status.value in ("ok", "error") for r in results), [r.status for r in results]
+                print(json.dumps({"value": len(mix) / (time.perf_counter() - t)}), flush=True)
+                continue
+            if op == "session_block":
+                status = (await sb.run(SESSION_BLOCK, session=session)).status.value
+                assert status == "ok", status
+            else:
+                status = (await sb.run(SNIPPETS[op], timeout=_timeout_for(SNIPPETS[op]))).status.value
+                _check(op, status)
+            print(json.dumps({"value": time.perf_counter() - t}), flush=True)
+
+
+class _Child:
+    def __init__(self, src: str, args: argparse.Namespace, mix_size: int) -> None:
+        env = {**os.environ, "PYTHONPATH": src}
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--serve-calls", "--workers", str(args.workers),
+             "--mix-size", str(mix_size)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.start_s = self._answer()["start_s"]
+
+    def _answer(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"a measuring child (PYTHONPATH={self.proc.args}) died; see its stderr above")
+        return json.loads(line)
+
+    def call(self, op: str) -> float:
+        self.proc.stdin.write(json.dumps({"op": op}) + "\n")
+        self.proc.stdin.flush()
+        return self._answer()["value"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
 
 
 def _baseline_root(path: str) -> str:
@@ -247,45 +270,37 @@ def _baseline_root(path: str) -> str:
     raise SystemExit(f"--baseline {path}: no torl/sandbox (or worker.py) found there")
 
 
-def _round(src: str, args: argparse.Namespace) -> dict:
-    env = {**os.environ, "PYTHONPATH": src}
-    cmd = [sys.executable, os.path.abspath(__file__), "--measure", "--workers", str(args.workers)]
-    if args.smoke:
-        cmd.append("--smoke")
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=900)
-    if done.returncode != 0:
-        raise SystemExit(f"measuring {src} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout)
-
-
-def _best(rounds: list[dict]) -> dict:
-    """Per figure, the best round (lowest latency, highest throughput): the least disturbed by load."""
-    best = json.loads(json.dumps(rounds[0]))
-    for r in rounds[1:]:
-        best["start_s"] = min(best["start_s"], r["start_s"])
-        best["throughput_per_s"] = max(best["throughput_per_s"], r["throughput_per_s"])
-        for kind, lat in r["latency"].items():
-            for key in ("p50_ms", "p99_ms"):
-                best["latency"][kind][key] = min(best["latency"][kind][key], lat[key])
-    return best
-
-
 def compare_with_baseline(args: argparse.Namespace) -> dict:
     trees = {"new": os.path.abspath(HERE_SRC), "old": _baseline_root(args.baseline)}
-    rounds: dict[str, list[dict]] = {"new": [], "old": []}
+    scale = 0.1 if args.smoke else 1
+    counts = {"trivial": max(3, int(200 * scale)), "math": max(2, int(30 * scale)),
+              "error": max(2, int(60 * scale)), "session_block": max(3, int(60 * scale)), "timeout": 1}
+    throughput_rounds = 1 if args.smoke else 4
     loadavg_before = _loadavg()
-    for i in range(args.rounds):
-        for name in (("new", "old") if i % 2 == 0 else ("old", "new")):  # alternate who goes first
-            rounds[name].append(_round(trees[name], args))
-    new, old = _best(rounds["new"]), _best(rounds["old"])
-    ratios = {f"{kind}_p50_new_over_old": round(new["latency"][kind]["p50_ms"] / old["latency"][kind]["p50_ms"], 2)
-              for kind in new["latency"] if kind != "timeout"}
-    ratios["throughput_old_over_new"] = round(old["throughput_per_s"] / new["throughput_per_s"], 2)
-    ratios["worker_start_new_over_old"] = round(new["start_s"] / old["start_s"], 2)
-    within = {k: v <= 1.2 for k, v in ratios.items() if k != "worker_start_new_over_old"}
-    return {"machine": {"cpus": os.cpu_count(), "loadavg_before": loadavg_before, "loadavg_after": _loadavg()},
-            "workers": args.workers, "rounds": args.rounds, "trees": trees, "new": new, "old": old,
-            "ratios": ratios, "within_1.2x": within, "all_within_1.2x": all(within.values())}
+    children = {name: _Child(src, args, mix_size=8 if args.smoke else 100) for name, src in trees.items()}
+    try:
+        samples: dict[str, dict[str, list[float]]] = {"new": {}, "old": {}}
+        for op, n in [*counts.items(), ("throughput", throughput_rounds)]:
+            for i in range(n):
+                for name in (("new", "old") if i % 2 == 0 else ("old", "new")):
+                    samples[name].setdefault(op, []).append(children[name].call(op))
+    finally:
+        for child in children.values():
+            child.close()
+    report: dict = {"machine": {"cpus": os.cpu_count(), "loadavg_before": loadavg_before, "loadavg_after": _loadavg()},
+                    "workers": args.workers, "trees": trees}
+    for name in ("new", "old"):
+        report[name] = {"worker_pool_start_s": round(children[name].start_s, 3),
+                        "latency": {op: percentiles(v) for op, v in samples[name].items() if op != "throughput"},
+                        "throughput_per_s": round(statistics.median(samples[name]["throughput"]), 1)}
+    # Ratios of the medians (p50) of the interleaved samples; throughput: of the median rounds.
+    ratios = {f"{op}_p50_new_over_old": round(report["new"]["latency"][op]["p50_ms"] / report["old"]["latency"][op]["p50_ms"], 2)
+              for op in counts if op != "timeout"}
+    ratios["throughput_old_over_new"] = round(report["old"]["throughput_per_s"] / report["new"]["throughput_per_s"], 2)
+    report["ratios"] = ratios
+    report["within_1.2x"] = {k: v <= 1.2 for k, v in ratios.items()}
+    report["all_within_1.2x"] = all(report["within_1.2x"].values())
+    return report
 
 
 def main() -> None:
@@ -294,19 +309,13 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a few calls of each kind: checks the bench runs")
     parser.add_argument("--workers", type=int, default=4, help="parallel workers for every backend")
     parser.add_argument("--baseline", metavar="DIR", help="an older copy of the sandbox to compare against")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per tree with --baseline (default 3, smoke 1)")
-    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # one round, in a child
+    parser.add_argument("--serve-calls", action="store_true", help=argparse.SUPPRESS)  # a --baseline child
+    parser.add_argument("--mix-size", type=int, default=100, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.measure or args.baseline:
-        scale = 0.1 if args.smoke else 1
-        counts = {"trivial": max(3, int(60 * scale)), "math": max(2, int(15 * scale)),
-                  "error": max(2, int(15 * scale)), "timeout": 1}
-        cycle = ["trivial", "trivial", "math", "error"]
-        if args.measure:
-            mix = [SNIPPETS[cycle[i % 4]] for i in range(max(8, int(100 * scale)))]
-            print(json.dumps(asyncio.run(measure_one(counts, mix, args.workers))))
-            return
-        args.rounds = args.rounds or (1 if args.smoke else 3)
+    if args.serve_calls:
+        asyncio.run(serve_calls(args.workers, args.mix_size))
+        return
+    if args.baseline:
         print(json.dumps(compare_with_baseline(args), indent=2))
         return
     scale = 1 if args.quick or args.smoke else 3
