@@ -374,6 +374,13 @@ def test_serve_refuses_a_public_address_without_a_token_unless_insecure():
                           check=False, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 2
     assert "--token" in done.stderr and "--insecure" in done.stderr
+    proc, url = _start_server("--host", "0.0.0.0", "--insecure", "--workers", "1")  # the user means it
+    try:
+        port = url.rsplit(":", 1)[1]
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/ping", timeout=30).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 def _start_server(*flags: str, nofile: int | None = None):
