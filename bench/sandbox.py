@@ -1,6 +1,13 @@
 """Sandbox speed: torl's isolated LocalSandbox vs a fresh interpreter per call vs an unisolated warm pool.
 
-    .venv/bin/python bench/sandbox.py [--quick]
+    .venv/bin/python bench/sandbox.py [--quick | --smoke]
+    .venv/bin/python bench/sandbox.py --baseline DIR [--smoke]
+
+With --baseline, DIR is an older copy of the sandbox (a `src` root holding torl/sandbox, or the
+sandbox package itself, e.g. from `git archive main src | tar -x -C DIR`): this tree's sandbox and
+that one are measured side by side in one run: each in a child process of its own, driven call by
+call in alternation so both see the same load, and the ratios new/old of the medians are printed (the hardening must stay within 1.2x). --smoke: a few calls of
+each kind, to check in CI that the bench still runs (about a minute; no timing claims).
 
 (a) torl LocalSandbox, isolation on (bwrap + forks of a warm zygote)
 (b) subprocess.run([sys.executable, "-c", code]) per call (cold interpreter, no isolation)
@@ -30,12 +37,16 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+HERE_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+if "--serve-calls" not in sys.argv:  # a --baseline child gets its tree on PYTHONPATH from the parent
+    sys.path.insert(0, HERE_SRC)
 
-from torl.sandbox import LocalSandbox, SandboxConfig  # noqa: E402
+from torl.sandbox import LocalSandbox, SandboxConfig
 
 TIMEOUT_S = 1.0
 SNIPPETS = {
@@ -69,7 +80,7 @@ def _pool_exec(code: str) -> tuple[str, str]:
     signal.setitimer(signal.ITIMER_REAL, _timeout_for(code))
     try:
         with contextlib.redirect_stdout(out):
-            exec(compile(code, "<code>", "exec"), {"__name__": "__main__"})
+            exec(compile(code, "<code>", "exec"), {"__name__": "__main__"})  # noqa: S102 - the unisolated pool under comparison
         return "ok", out.getvalue()
     except TimeoutError:
         return "timeout", out.getvalue()
@@ -83,7 +94,7 @@ def _pool_exec(code: str) -> tuple[str, str]:
 
 def run_subprocess(code: str) -> str:
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=_timeout_for(code))
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=_timeout_for(code), check=False)
         return "ok" if proc.returncode == 0 else "error"
     except subprocess.TimeoutExpired:
         return "timeout"
@@ -178,16 +189,142 @@ def bench_sync(call, counts: dict, mix: list[str], workers: int) -> dict:
     return {"latency": latency, "throughput_per_s": round(len(mix) / elapsed, 1)}
 
 
+# ---------------------------------------------------------------- this tree vs a baseline copy
+#
+# Each tree's sandbox lives in a child process of its own (two versions of torl.sandbox cannot
+# share one interpreter). The parent drives both call by call, alternating which goes first, so
+# every pair of samples sees the same machine load; ratios are of the medians.
+
+SESSION_BLOCK = "x = globals().get('x', 0) + 1\nprint(x)"
+MIX_CYCLE = ["trivial", "trivial", "math", "error"]
+
+
+async def serve_calls(workers: int, mix_size: int) -> None:
+    """Child side: start a LocalSandbox, then answer one JSON command per stdin line."""
+    loop = asyncio.get_running_loop()
+    t = time.perf_counter()
+    async with LocalSandbox(SandboxConfig(workers=workers, max_sessions=1)) as sb:
+        await sb.start()
+        start_s = time.perf_counter() - t
+        for kind, code in SNIPPETS.items():  # warm-up, not timed
+            for _ in range(workers if kind != "timeout" else 0):
+                await sb.run(code, timeout=_timeout_for(code))
+        session = await sb.open_session()
+        mix = [SNIPPETS[MIX_CYCLE[i % 4]] for i in range(mix_size)]
+        print(json.dumps({"start_s": start_s}), flush=True)
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            op = json.loads(line)["op"]
+            await _settled(sb)
+            t = time.perf_counter()
+            if op == "throughput":
+                results = await asyncio.gather(*(sb.run(c, timeout=_timeout_for(c)) for c in mix))
+                assert all(r.status.value in ("ok", "error") for r in results), [r.status for r in results]
+                print(json.dumps({"value": len(mix) / (time.perf_counter() - t)}), flush=True)
+                continue
+            if op == "session_block":
+                status = (await sb.run(SESSION_BLOCK, session=session)).status.value
+                assert status == "ok", status
+            else:
+                status = (await sb.run(SNIPPETS[op], timeout=_timeout_for(SNIPPETS[op]))).status.value
+                _check(op, status)
+            print(json.dumps({"value": time.perf_counter() - t}), flush=True)
+
+
+class _Child:
+    def __init__(self, src: str, args: argparse.Namespace, mix_size: int) -> None:
+        env = {**os.environ, "PYTHONPATH": src}
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--serve-calls", "--workers", str(args.workers),
+             "--mix-size", str(mix_size)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.start_s = self._answer()["start_s"]
+
+    def _answer(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"a measuring child (PYTHONPATH={self.proc.args}) died; see its stderr above")
+        return json.loads(line)
+
+    def call(self, op: str) -> float:
+        self.proc.stdin.write(json.dumps({"op": op}) + "\n")
+        self.proc.stdin.flush()
+        return self._answer()["value"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+
+
+def _baseline_root(path: str) -> str:
+    """A directory to put on PYTHONPATH so that `torl.sandbox` is the baseline's."""
+    p = Path(path).resolve()
+    if (p / "torl" / "sandbox" / "worker.py").is_file():
+        return str(p)
+    if (p / "src" / "torl" / "sandbox" / "worker.py").is_file():
+        return str(p / "src")
+    if (p / "worker.py").is_file():  # the sandbox package itself: give it a `torl` parent
+        root = Path(tempfile.mkdtemp(prefix="torl-bench-baseline-"))
+        (root / "torl").mkdir()
+        (root / "torl" / "__init__.py").write_text("")
+        (root / "torl" / "sandbox").symlink_to(p)
+        return str(root)
+    raise SystemExit(f"--baseline {path}: no torl/sandbox (or worker.py) found there")
+
+
+def compare_with_baseline(args: argparse.Namespace) -> dict:
+    trees = {"new": os.path.abspath(HERE_SRC), "old": _baseline_root(args.baseline)}
+    scale = 0.1 if args.smoke else 1
+    counts = {"trivial": max(3, int(200 * scale)), "math": max(2, int(30 * scale)),
+              "error": max(2, int(60 * scale)), "session_block": max(3, int(60 * scale)), "timeout": 1}
+    throughput_rounds = 1 if args.smoke else 4
+    loadavg_before = _loadavg()
+    children = {name: _Child(src, args, mix_size=8 if args.smoke else 100) for name, src in trees.items()}
+    try:
+        samples: dict[str, dict[str, list[float]]] = {"new": {}, "old": {}}
+        for op, n in [*counts.items(), ("throughput", throughput_rounds)]:
+            for i in range(n):
+                for name in (("new", "old") if i % 2 == 0 else ("old", "new")):
+                    samples[name].setdefault(op, []).append(children[name].call(op))
+    finally:
+        for child in children.values():
+            child.close()
+    report: dict = {"machine": {"cpus": os.cpu_count(), "loadavg_before": loadavg_before, "loadavg_after": _loadavg()},
+                    "workers": args.workers, "trees": trees}
+    for name in ("new", "old"):
+        report[name] = {"worker_pool_start_s": round(children[name].start_s, 3),
+                        "latency": {op: percentiles(v) for op, v in samples[name].items() if op != "throughput"},
+                        "throughput_per_s": round(statistics.median(samples[name]["throughput"]), 1)}
+    # Ratios of the medians (p50) of the interleaved samples; throughput: of the median rounds.
+    ratios = {f"{op}_p50_new_over_old": round(report["new"]["latency"][op]["p50_ms"] / report["old"]["latency"][op]["p50_ms"], 2)
+              for op in counts if op != "timeout"}
+    ratios["throughput_old_over_new"] = round(report["old"]["throughput_per_s"] / report["new"]["throughput_per_s"], 2)
+    report["ratios"] = ratios
+    report["within_1.2x"] = {k: v <= 1.2 for k, v in ratios.items()}
+    report["all_within_1.2x"] = all(report["within_1.2x"].values())
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (about 30 s)")
+    parser.add_argument("--smoke", action="store_true", help="a few calls of each kind: checks the bench runs")
     parser.add_argument("--workers", type=int, default=4, help="parallel workers for every backend")
+    parser.add_argument("--baseline", metavar="DIR", help="an older copy of the sandbox to compare against")
+    parser.add_argument("--serve-calls", action="store_true", help=argparse.SUPPRESS)  # a --baseline child
+    parser.add_argument("--mix-size", type=int, default=100, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    scale = 1 if args.quick else 3
+    if args.serve_calls:
+        asyncio.run(serve_calls(args.workers, args.mix_size))
+        return
+    if args.baseline:
+        print(json.dumps(compare_with_baseline(args), indent=2))
+        return
+    scale = 1 if args.quick or args.smoke else 3
     warm_counts = {"trivial": 100 * scale, "math": 20 * scale, "error": 30 * scale, "timeout": 2}
+    if args.smoke:
+        warm_counts = {"trivial": 5, "math": 2, "error": 2, "timeout": 1}
     cold_counts = {"trivial": 4 * scale, "math": 2 * scale, "error": 3 * scale, "timeout": 2}
     cycle = ["trivial", "trivial", "math", "error"]
-    warm_mix = [SNIPPETS[cycle[i % 4]] for i in range(100 * scale)]
+    warm_mix = [SNIPPETS[cycle[i % 4]] for i in range(8 if args.smoke else 100 * scale)]
     cold_mix = [SNIPPETS[cycle[i % 4]] for i in range(8 * scale)]
 
     report = {"machine": {"cpus": os.cpu_count(), "loadavg_before": _loadavg()},

@@ -6,6 +6,14 @@ charges all of those to the cgroup of the process that created them, so a memory
 worker bounds every kind of memory a run holds. RLIMIT_NPROC is kept as well, but the pids
 controller is the bound that also holds for processes started by a root torl.
 
+Socket buffers are kernel memory a run can pin too (loopback TCP buffers can grow to gigabytes,
+up to the host-wide `tcp_mem`). cgroup v2 charges them to `memory.max` by default. cgroup v1 does
+not: there they have a counter of their own, `memory.kmem.tcp.limit_in_bytes`, which is only
+active once written, so it is written when the cgroup is made (before the worker starts, since
+sockets are charged to the cgroup they were created in from then on) and set to the run's bound
+with each memory limit, to the run's own budget (the worker holds no TCP sockets). A run can thus
+hold at most its limit in ordinary memory and, on v1, its memory_mb again in socket buffers. Where v1 lacks that file, `socket_memory_bounded` is False.
+
 Both cgroup v1 (one hierarchy per controller, as in many GPU containers) and v2 (one unified
 hierarchy, the controllers delegated to our own cgroup) are supported. Where a controller is
 missing or not writable, `WorkerCgroups.missing` says so and the caller decides (isolation.py
@@ -87,6 +95,13 @@ class WorkerCgroups:
     def has_memory(self) -> bool:
         return "memory" in self.dirs
 
+    @property
+    def socket_memory_bounded(self) -> bool:
+        """Socket buffers count against the memory bound (v2), or have a bound of their own (v1)."""
+        if not self.has_memory:
+            return False
+        return self.v2["memory"] or (self.dirs["memory"] / _V1_TCP_LIMIT).exists()
+
     def enter(self) -> None:
         """Move the *calling* process in. Runs in a preexec_fn: plain os calls only."""
         for path in dict.fromkeys(self.dirs.values()):  # v2: one directory for both
@@ -96,8 +111,9 @@ class WorkerCgroups:
             finally:
                 os.close(fd)
 
-    def set_memory_limit(self, limit_bytes: int) -> None:
-        """Bound everything the worker's processes hold in memory (swap included, where set)."""
+    def set_memory_limit(self, limit_bytes: int, socket_bytes: int | None = None) -> None:
+        """Bound everything the worker's processes hold in memory (swap included, where set);
+        on v1, socket buffers to socket_bytes (default: limit_bytes)."""
         path = self.dirs["memory"]
         if self.v2["memory"]:
             _write(path / "memory.max", str(limit_bytes))
@@ -111,6 +127,8 @@ class WorkerCgroups:
             _write(path / "memory.limit_in_bytes", str(limit_bytes))
             with contextlib.suppress(CgroupError):
                 _write(memsw, str(limit_bytes))
+            if (path / _V1_TCP_LIMIT).exists():
+                _write(path / _V1_TCP_LIMIT, str(limit_bytes if socket_bytes is None else socket_bytes))
 
     def memory_usage(self) -> int:
         path = self.dirs["memory"]
@@ -138,6 +156,10 @@ class WorkerCgroups:
                 except OSError:
                     gone = False
         return gone
+
+
+_V1_TCP_LIMIT = "memory.kmem.tcp.limit_in_bytes"
+_V1_TCP_START = 64 * 2**20  # until the first run sets the real bound: the worker itself needs no TCP
 
 
 def _write(path: Path, value: str) -> None:
@@ -170,6 +192,8 @@ def create(name: str, *, max_pids: int) -> WorkerCgroups:
     cgroups = WorkerCgroups(name, dirs, v2, tuple(missing))
     if "pids" in dirs:
         _write(dirs["pids"] / "pids.max", str(max_pids))
+    if "memory" in dirs and not v2["memory"] and (dirs["memory"] / _V1_TCP_LIMIT).exists():
+        _write(dirs["memory"] / _V1_TCP_LIMIT, str(_V1_TCP_START))  # turns v1 socket accounting on
     return cgroups
 
 

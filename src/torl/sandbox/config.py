@@ -154,7 +154,12 @@ def encode_io(stdin: object, files: object, fetch_files: object) -> dict:
             if not isinstance(path, str) or not isinstance(content, (bytes, bytearray, memoryview)):
                 raise InvalidCode(f"files must map str paths to bytes, got {type(path).__name__}: "
                                   f"{type(content).__name__} (encode text first)")
-            encoded[check_relative_path(path)] = base64.b64encode(content).decode("ascii")
+            norm = check_relative_path(path)
+            if norm in encoded:
+                raise InvalidCode(f"files: {path!r} names the same file as another path given ({norm!r}): "
+                                  "give each file once")
+            encoded[norm] = base64.b64encode(content).decode("ascii")
+        _check_no_collisions(encoded)
         fields["files"] = encoded
     if isinstance(fetch_files, (str, bytes)):  # a lone path would be sent as one path per character
         raise InvalidCode(f"fetch_files must be a sequence of paths, got the {type(fetch_files).__name__} "
@@ -164,6 +169,17 @@ def encode_io(stdin: object, files: object, fetch_files: object) -> dict:
             raise InvalidCode("fetch_files must be a sequence of str paths")
         fields["fetch_files"] = [check_relative_path(path) for path in fetch_files]
     return fields
+
+
+def _check_no_collisions(paths: Mapping[str, object]) -> None:
+    """InvalidCode when one input file would have to be the directory of another ('a' and 'a/b')."""
+    for path in paths:
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent in paths:
+                raise InvalidCode(f"files: {parent!r} and {path!r} collide: {parent!r} cannot be both a file "
+                                  "and a directory; rename one of them")
 
 
 def check_relative_path(path: object) -> str:

@@ -97,11 +97,13 @@ def inside_path(path: str) -> str:
 
 
 def bwrap_command(bwrap: str, *, scratch_mb: int, shm_mb: int = 16, sources: dict[str, str] | None = None,
-                  seccomp_fd: int | None = None) -> list[str]:
+                  seccomp_fd: int | None = None, worker_fd: int | None = None) -> list[str]:
     """The full argv that starts one worker inside a fresh set of namespaces.
 
     sources: where bwrap finds each host path it binds (the stage, when privileges are dropped;
-    the path itself otherwise). seccomp_fd: an fd holding the compiled filter (seccomp.py)."""
+    the path itself otherwise). seccomp_fd: an fd holding the compiled filter (seccomp.py).
+    worker_fd: an fd holding worker.py's text, copied in (`--ro-bind-data`) instead of bound, so
+    /proc/self/mountinfo does not show where the torl checkout lives on the host."""
     sources = sources or {}
     cmd = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
            "--as-pid-1", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
@@ -117,8 +119,15 @@ def bwrap_command(bwrap: str, *, scratch_mb: int, shm_mb: int = 16, sources: dic
     for root in python_roots():
         cmd += ["--ro-bind", sources.get(root, root), inside_path(root)]
     worker = str(WORKER_SCRIPT)
-    cmd += ["--ro-bind", sources.get(worker, worker), WORKER_PATH_INSIDE,
-            "--proc", "/proc", "--dev", "/dev",
+    if worker_fd is None:
+        cmd += ["--ro-bind", sources.get(worker, worker), WORKER_PATH_INSIDE]
+    else:
+        cmd += ["--ro-bind-data", str(worker_fd), WORKER_PATH_INSIDE]
+    # /proc/cmdline: the host kernel's command line is none of the code's business (masked with an
+    # empty file). /dev/mqueue: POSIX message queues of the run's own IPC namespace, mounted so the
+    # worker can list and remove them after each run (mq_open needs no mount; listing does).
+    cmd += ["--proc", "/proc", "--dev-bind", "/dev/null", "/proc/cmdline", "--dev", "/dev",
+            "--mqueue", "/dev/mqueue",
             "--size", str(shm_mb * 2**20), "--tmpfs", "/dev/shm",
             "--size", str(scratch_mb * 2**20), "--tmpfs", SCRATCH_INSIDE,
             "--chmod", "1777", SCRATCH_INSIDE, "--chmod", "1777", "/dev/shm",
@@ -237,17 +246,35 @@ def worker_launch(bwrap: str, *, scratch_mb: int, max_processes: int, name: str,
                 "cgroup pids controller was found: delegate a pids cgroup, or let the sandbox drop privileges")
     stage: dict[str, str] = {}
     if host_uid is not None:
-        wanted = [*python_roots(), str(WORKER_SCRIPT)]
+        wanted = python_roots()
         stage = {path: f"{STAGE}/{i}" for i, path in enumerate(wanted)}
         bwrap = _staged(bwrap, stage)
+    seccomp_fd = None
     try:
         seccomp_fd = _seccomp_fd(block_pinning=groups is None or not groups.has_memory)
-    except IsolationError:
+        worker_fd = _worker_source_fd()
+    except (IsolationError, OSError):  # e.g. out of fds (EMFILE): nothing of this start may stay behind
+        if seccomp_fd is not None:
+            os.close(seccomp_fd)
         if groups is not None:
             groups.remove()
         raise
-    argv = bwrap_command(bwrap, scratch_mb=scratch_mb, sources=stage, seccomp_fd=seccomp_fd)
-    return Launch(argv, (seccomp_fd,), host_uid, groups, stage)
+    argv = bwrap_command(bwrap, scratch_mb=scratch_mb, sources=stage, seccomp_fd=seccomp_fd, worker_fd=worker_fd)
+    return Launch(argv, (seccomp_fd, worker_fd), host_uid, groups, stage)
+
+
+def _worker_source_fd() -> int:
+    """A fresh fd holding worker.py's text, for bwrap's --ro-bind-data (read once per start)."""
+    fd = os.memfd_create("torl-worker", os.MFD_CLOEXEC)
+    try:
+        data = memoryview(WORKER_SCRIPT.read_bytes())
+        while data:
+            data = data[os.write(fd, data):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _staged(path: str, stage: dict[str, str]) -> str:
@@ -269,3 +296,39 @@ def _seccomp_fd(*, block_pinning: bool) -> int:
 def check_seccomp() -> None:
     """IsolationError, with the fix, when the seccomp filter cannot be built on this host."""
     os.close(_seccomp_fd(block_pinning=False))
+
+
+# ---------------------------------------------------------------- the worker's network namespace
+
+# Run by the host (as root) in the worker's network namespace once it is up: no TIME_WAIT
+# sockets there. A connection the code closes would otherwise stay in TIME_WAIT for ~60 s,
+# visible to the next runs in /proc/net/tcp and as ports they cannot bind. The sandbox's own
+# capabilities cannot write this sysctl (the namespace belongs to bwrap's outer user namespace).
+_NO_TIME_WAIT = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open(f"/proc/{int(sys.argv[1])}/ns/net", os.O_RDONLY)
+if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+    sys.exit(f"setns: {os.strerror(ctypes.get_errno())}")
+with open("/proc/sys/net/ipv4/tcp_max_tw_buckets", "w") as f:
+    f.write("0")
+"""
+
+
+def sandboxed_pid(bwrap_pid: int) -> int | None:
+    """Host pid of the first process inside bwrap's namespaces (bwrap's child), if any."""
+    try:
+        with open(f"/proc/{bwrap_pid}/task/{bwrap_pid}/children") as f:
+            children = f.read().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def no_time_wait_command(bwrap_pid: int) -> list[str] | None:
+    """argv that turns TIME_WAIT off in a worker's network namespace (needs root); None if the
+    worker is gone."""
+    pid = sandboxed_pid(bwrap_pid)
+    if pid is None:
+        return None
+    return [sys.executable, "-I", "-S", "-c", _NO_TIME_WAIT, str(pid)]

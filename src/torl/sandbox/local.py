@@ -38,7 +38,8 @@ log = logging.getLogger("torl.sandbox")
 
 _MEMORY_SLACK = 32 * 2**20   # beyond the idle worker and memory_mb: the run's own interpreter pages
 _ANSWER_GRACE_S = 15.0       # beyond the timeout, for cleanup and slow machines, before we call a worker hung
-_MAX_RESPAWN_FAILURES = 3    # consecutive failed replacements before the sandbox declares itself unavailable
+_MAX_RESPAWN_FAILURES = 3    # consecutive failed replacements before runs are answered "unavailable" (meanwhile)
+_RESPAWN_BACKOFF_S = (0.25, 10.0)  # first and longest pause between tries; tries never stop
 _counter = itertools.count()
 
 
@@ -87,6 +88,9 @@ class _WorkerProcess:
                 *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, env=env, preexec_fn=preexec, pass_fds=pass_fds,
                 start_new_session=not isolated, cwd=scratch if not isolated else "/")
+        except BaseException:  # e.g. out of fds (EMFILE): leave no cgroup or scratch dir behind
+            await self.kill()
+            raise
         finally:
             for fd in pass_fds:
                 os.close(fd)
@@ -101,11 +105,31 @@ class _WorkerProcess:
         if self.info.get("op") != "ready":
             await self.kill()
             raise WorkerDied(f"worker failed to start: {self.info.get('message', self.info)}")
+        if isolated and isolation.running_as_root():
+            try:
+                await self._turn_off_time_wait()
+            except OSError as e:  # could not even start the helper (e.g. EMFILE): a failed start, retried
+                await self.kill()
+                raise WorkerDied(f"worker failed to start: cannot configure its network namespace: {e}") from None
         if self.cgroups is not None and self.cgroups.has_memory:
             # Everything the worker holds now (interpreter, pre-imports, the spare) is the base;
             # each run may add its memory_mb on top, whatever kind of memory it uses.
             self.memory_base = self.cgroups.memory_usage() + _MEMORY_SLACK
         return self.info
+
+    async def _turn_off_time_wait(self) -> None:
+        """No TIME_WAIT in the worker's network namespace (see isolation.py); a warning if not."""
+        cmd = isolation.no_time_wait_command(self.proc.pid)
+        if cmd is None:
+            return  # the worker is gone already: the first request says so
+        helper = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,
+                                                      stdout=asyncio.subprocess.DEVNULL,
+                                                      stderr=asyncio.subprocess.PIPE)
+        _, err = await helper.communicate()
+        if helper.returncode != 0:
+            log.warning("could not turn TIME_WAIT off in a sandbox worker's network namespace (closed "
+                        "connections stay visible to the next runs for ~60 s): %s",
+                        err.decode(errors="replace").strip()[-300:])
 
     def _root_hint(self) -> str:
         if self.host_uid is None:
@@ -121,7 +145,7 @@ class _WorkerProcess:
             return
         limit = self.memory_base + memory_mb * 2**20
         if limit != self.memory_limit:
-            self.cgroups.set_memory_limit(limit)
+            self.cgroups.set_memory_limit(limit, socket_bytes=memory_mb * 2**20)
             self.memory_limit = limit
 
     @property
@@ -327,7 +351,9 @@ class LocalSandbox(Sandbox):
         while True:
             worker = await self._idle.get()
             if worker is None:
-                self._idle.put_nowait(None)
+                if not (self._closed or self._unavailable):
+                    continue  # a wake-up from an outage that is over
+                self._idle.put_nowait(None)  # wake the next waiter too
                 raise SandboxUnavailable(self._unavailable or "sandbox is closed")
             if worker.alive:
                 break
@@ -335,6 +361,9 @@ class LocalSandbox(Sandbox):
             self._replace(worker)
         try:
             result = await self._execute(worker, request)
+        except InvalidCode:  # the request's fault; the worker cleans up as after any run
+            self._settle(worker)
+            raise
         except BaseException:  # e.g. cancelled: its answer may still be on the way, so never reuse it
             if not self._closed:
                 self._replace(worker)
@@ -368,6 +397,9 @@ class LocalSandbox(Sandbox):
         if answer.get("op") != "result":
             await worker.kill()
             return self._sandbox_error(f"worker sent an unexpected answer: {str(answer)[:300]}")
+        if answer.get("status") == "invalid_request":  # e.g. input files it could not write: no code ran
+            self.stats["invalid_requests"] += 1
+            raise InvalidCode(answer.get("sandbox_message") or "the request could not be set up")
         if answer.get("recycle"):
             self.stats["worker_recycled"] += 1
             await worker.kill()  # leftovers it could not clean, or a failed set-up: a fresh worker replaces it
@@ -457,28 +489,37 @@ class LocalSandbox(Sandbox):
         task.add_done_callback(self._heal_tasks.discard)
 
     async def _respawn(self, dead: _WorkerProcess) -> None:
+        """Start a replacement, retrying with backoff for as long as the sandbox is open: failures
+        are often transient (out of fds or processes for a moment, EMFILE/EAGAIN), so they are
+        never latched. After a few failures in a row with no live worker left, runs are answered
+        SandboxUnavailable (not left waiting) until a replacement starts; then the sandbox is
+        available again."""
         await dead.kill()
         with contextlib.suppress(ValueError):
             self._workers.remove(dead)
         self.stats["worker_restarts"] += 1
+        pause = _RESPAWN_BACKOFF_S[0]
         while not self._closed:
             fresh = _WorkerProcess(self.config, "stateless")
             try:
                 await fresh.start()
-            except (WorkerDied, isolation.IsolationError, OSError) as e:
+            except Exception as e:  # noqa: BLE001 - any failure to start is retried, never latched
                 self._respawn_failures += 1
-                log.error("could not replace a sandbox worker (%d/%d): %s",
-                          self._respawn_failures, _MAX_RESPAWN_FAILURES, e)
-                if self._respawn_failures >= _MAX_RESPAWN_FAILURES:
-                    self._unavailable = f"sandbox workers keep failing to start: {_describe(e)}"
-                    self._idle.put_nowait(None)
-                    return
-                await asyncio.sleep(0.5 * self._respawn_failures)
+                self.stats["worker_start_failures"] += 1
+                log.error("could not replace a sandbox worker (try %d, next in %.1f s): %s",
+                          self._respawn_failures, pause, _describe(e))
+                if (self._respawn_failures >= _MAX_RESPAWN_FAILURES and self._unavailable is None
+                        and not any(w.alive for w in self._workers)):  # while one lives, runs wait for it
+                    self._unavailable = f"sandbox workers are failing to start (retrying): {_describe(e)}"
+                    self._idle.put_nowait(None)  # wake the waiting runs: they get SandboxUnavailable
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, _RESPAWN_BACKOFF_S[1])
                 continue
             self._respawn_failures = 0
             if self._closed:
                 await fresh.kill()
                 return
+            self._unavailable = None  # recovered: a None left in the idle queue is now skipped
             self._workers.append(fresh)
             self._idle.put_nowait(fresh)
             return
@@ -563,12 +604,15 @@ class LocalSandbox(Sandbox):
              "no capabilities; no new user namespaces inside (--disable-userns)"),
             ("network namespace", set(info.get("net_interfaces", [])) <= {"lo"},
              f"interfaces: {', '.join(info.get('net_interfaces', [])) or 'none'}"),
-            ("seccomp", True, "denylist: keyrings, namespaces, mount, io_uring, ptrace, bpf, other processes' "
-                              "limits/priorities" + ("" if memory_cgroup else "; memfd_create and shmget (no memory cgroup)")),
+            ("seccomp", True, "denylist: keyrings, namespaces, mount, io_uring, ptrace, bpf, inotify, other "
+                              "processes' limits/priorities; sockets of AF_UNIX/AF_INET/AF_INET6 only"
+                              + ("" if memory_cgroup else "; memfd_create and shmget (no memory cgroup)")),
             ("filesystem", True, "read-only allowlist: /usr, interpreter dirs " + ", ".join(isolation.python_roots())
              + f"; private tmpfs /tmp ({cfg.scratch_mb} MB), wiped after each run; home and project hidden"),
             ("memory cgroup", memory_cgroup,
-             f"all memory of a run (memfd, tmpfs, shared memory) within memory_mb (+{cfg.memory_mb} MB default)"
+             f"all memory of a run (memfd, tmpfs, shared memory) within memory_mb (+{cfg.memory_mb} MB default); "
+             + ("socket buffers bounded too" if groups.socket_memory_bounded else "socket buffers NOT bounded (cgroup "
+                                                                                   "v1 without memory.kmem.tcp)")
              if memory_cgroup else "not available on this host: memfd_create and SysV shmget refused instead"),
             ("process bound", True, (f"pids cgroup, max {cfg.max_processes} + 4 per worker; " if groups and "pids" in groups.dirs
                                      else "") + f"RLIMIT_NPROC={cfg.max_processes}"),

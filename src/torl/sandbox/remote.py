@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import random
 import time
 from collections.abc import Mapping, Sequence
 from urllib.parse import quote
@@ -221,20 +222,33 @@ class RemoteSandbox(Sandbox):
         timeouts = httpx.Timeout(read_timeout, connect=self.connect_timeout_s, pool=None)
         failure = ""
         attempts = self.retries + 1
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
+        # A busy server (503 + Retry-After) refused the request before running it: it is sent
+        # again after the pause the server asks for, even a session block, for as long as the run
+        # would otherwise have waited in the server's queue. That is the server's back-pressure,
+        # not a failure: it does not use up the retries.
+        busy_until = time.monotonic() + read_timeout
+        attempt = 0
+        while True:
             try:
                 response = await self._http().request(method, path, json=json, timeout=timeouts)
             except httpx.TransportError as e:
                 failure = f"{type(e).__name__}: {e}".rstrip(": ")
                 never_sent = isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))
-                if idempotent or never_sent:
+                if (idempotent or never_sent) and attempt + 1 < attempts:
+                    attempt += 1
+                    await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
                     continue
                 attempts = attempt + 1
                 break
+            if response.status_code == 503 and "retry-after" in response.headers \
+                    and time.monotonic() < busy_until:
+                pause = _seconds(response.headers["retry-after"])
+                await asyncio.sleep(pause * random.uniform(0.5, 1.5))  # spread the returning crowd
+                continue
             if response.status_code >= 500 and idempotent and attempt + 1 < attempts:
                 failure = f"HTTP {response.status_code}: {_error_detail(response)}"
+                attempt += 1
+                await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
                 continue
             return response
         raise _Unreachable(
@@ -375,3 +389,11 @@ def _error_detail(response: httpx.Response) -> str:
     if not detail:
         detail = response.text[:300]
     return " ".join(str(detail).split())
+
+
+def _seconds(value: str | None, cap: float = 30.0) -> float:
+    """A Retry-After value in seconds (the delta form), bounded; 0 when absent or a date."""
+    try:
+        return min(max(float(value), 0.0), cap) if value is not None else 0.0
+    except ValueError:
+        return 0.0

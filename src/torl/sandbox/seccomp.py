@@ -10,6 +10,13 @@ Everything else is allowed, so numpy, sympy and subprocesses work as usual. Syst
 another architecture (x86's 32-bit entry points on x86_64) kill the process, libseccomp's
 default, so the filter cannot be bypassed through them.
 
+Socket families are an allow-list: `socket` and `socketpair` may create AF_UNIX, AF_INET and
+AF_INET6 sockets only (inside an empty network namespace, so loopback at most). Every other family
+is refused with EAFNOSUPPORT, as if the kernel lacked it: AF_VSOCK has no network namespace at all
+(it would share the VM's vsock ports and reach the hypervisor), AF_NETLINK and AF_PACKET widen
+the kernel surface, and model code needs none of them. inotify is refused too: on the read-only
+host trees it would show the host's own file activity.
+
 Where the host gives no memory cgroup, `memfd_create` and SysV `shmget` are refused as well:
 they pin memory that RLIMIT_AS does not count (see cgroups.py).
 """
@@ -33,7 +40,10 @@ DENIED = (
     "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot",
     "swapon", "swapoff", "acct", "syslog", "quotactl", "lookup_dcookie", "open_by_handle_at",
     "name_to_handle_at", "fanotify_init", "iopl", "ioperm",
+    "inotify_init", "inotify_init1", "inotify_add_watch",                  # host file activity
 )
+ALLOWED_SOCKET_FAMILIES = (1, 2, 10)  # AF_UNIX, AF_INET, AF_INET6
+_FAMILY_LIMIT = 64  # above every AF_* the kernel knows (AF_MAX is 46 in 6.x); all larger are refused
 # Refused unless their first argument (the target pid) is 0, i.e. the calling process itself
 # (prlimit64 too, when it sets limits: see _filter).
 SELF_ONLY = ("sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr")
@@ -63,6 +73,14 @@ def _filter(*, block_pinning: bool):
     f.add_rule(deny, "ioprio_set", sc.Arg(1, sc.NE, 0))
     for flag in _CLONE_NAMESPACE_FLAGS:
         f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    # An allow-list of families, written as "refuse each other value": the kernel reads the
+    # family as an int, and a 64-bit value with high bits set is refused by the >= rule.
+    refuse_family = sc.ERRNO(errno.EAFNOSUPPORT)
+    for name in ("socket", "socketpair"):
+        for family in range(_FAMILY_LIMIT):
+            if family not in ALLOWED_SOCKET_FAMILIES:
+                f.add_rule(refuse_family, name, sc.Arg(0, sc.EQ, family))
+        f.add_rule(refuse_family, name, sc.Arg(0, sc.GE, _FAMILY_LIMIT))
     # clone3 passes its flags in memory, which seccomp cannot read: ENOSYS makes glibc use clone.
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     return f

@@ -38,6 +38,17 @@ Protections
                   otherwise the connection is dropped (a body gets a 408 first when it can).
     session TTL   a session unused for `--session-ttl` s is closed, so abandoned sessions cannot
                   hold every `max_sessions` slot for good.
+    run queue     at most `--max-pending-runs` runs are admitted at once (running or waiting for a
+                  worker), whose bodies hold at most 4 x `--max-request-mb` together; beyond that a
+                  run gets 503 with `Retry-After` before its body is read, so queued requests
+                  cannot take the server's memory.
+    connections   at most `max_connections` open connections, fewer than the server's file
+                  descriptors (it keeps a reserve for replacing workers); connections that have not
+                  yet sent a request are capped lower and the oldest is dropped for a new one, so
+                  a flood of idle connections cannot lock real clients out. A 401 closes its
+                  connection: without the token a client holds nothing beyond one request.
+    public hosts  `torl sandbox serve` refuses a non-loopback `--host` without a token unless
+                  `--insecure` is given.
 """
 
 import argparse
@@ -74,6 +85,11 @@ DEFAULT_PORT = 8080  # SandboxFusion's port, so its clients need no change
 DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
 DEFAULT_READ_TIMEOUT_S = 30.0
 DEFAULT_SESSION_TTL_S = 600.0
+DEFAULT_MAX_CONNECTIONS = 1024
+RETRY_AFTER_S = 1           # what a busy answer tells the client to wait
+_PENDING_BODIES = 4         # bytes of admitted request bodies: at most this many of the largest size
+_FDS_PER_WORKER = 12        # its pipes, plus what starting a replacement opens for a moment
+_FDS_RESERVED = 64          # the server's own files, sockets and imports
 TOKEN_ENV = "TORL_SANDBOX_TOKEN"
 SUPPORTED_LANGUAGES = ("python",)
 OPEN_PATHS = frozenset({"/v1/ping"})  # answered without the token: liveness probes carry none
@@ -294,12 +310,14 @@ def create_app(
     token: str | None = None,
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
     session_ttl_s: float | None = DEFAULT_SESSION_TTL_S,
+    max_pending_runs: int | None = None,
 ) -> "FastAPI":
     """A FastAPI app serving `sandbox`. The caller owns the sandbox's lifetime (and `aclose`).
 
     `token`: required on every request but /v1/ping (None: no authentication). `read_timeout_s`:
     how long a request body may take to arrive. `session_ttl_s`: close sessions unused this
-    long (None or 0: never).
+    long (None or 0: never). `max_pending_runs`: runs admitted at once, running or queued
+    (None: `default_max_pending_runs(sandbox)`); more get 503 with Retry-After.
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response
@@ -307,6 +325,9 @@ def create_app(
     if token is not None and not token:
         raise ValueError("token must be a non-empty string (or None for no authentication)")
     reaper = SessionReaper(sandbox, session_ttl_s or None)
+    # Bodies of admitted runs: room for a few requests of the largest size at once.
+    admission = _Admission(default_max_pending_runs(sandbox) if max_pending_runs is None else max_pending_runs,
+                           max_bytes=_PENDING_BODIES * max_request_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -328,6 +349,8 @@ def create_app(
     async def bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
         # After a 408 the rest of the body may never come: do not wait for it on this connection.
         headers = {"Connection": "close"} if exc.status_code == 408 else None
+        if exc.status_code == 503:  # busy: nothing ran; the client may send it again after a while
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
         return JSONResponse({"detail": exc.detail, "torl_error": exc.torl_error}, exc.status_code,
                             headers=headers)
 
@@ -337,7 +360,18 @@ def create_app(
             raise BadRequest(404, "unknown_session", message)
 
     async def run(request: Request, session: str | None) -> Response:
-        parsed = parse_run_request(await _read_body(request, max_request_bytes, read_timeout_s))
+        try:
+            with admission.slot() as slot:  # before the body is read: a refused request costs no memory
+                return await admitted_run(request, session, slot)
+        except BadRequest as e:
+            if e.status_code == 503:
+                # Read the rest of the body without keeping it, so the client gets to read the
+                # answer (a client still sending when the connection closes sees only a reset).
+                await _discard_body(request, max_request_bytes, read_timeout_s)
+            raise
+
+    async def admitted_run(request: Request, session: str | None, slot: "_Slot") -> Response:
+        parsed = parse_run_request(await _read_body(request, max_request_bytes, read_timeout_s, take=slot.take))
         if session is not None:
             gone(session)
         try:
@@ -398,6 +432,56 @@ def create_app(
     return app
 
 
+def default_max_pending_runs(sandbox: Sandbox) -> int:
+    """Runs admitted at once by default: one per worker and session, plus as many again queued
+    for the pool, so a steady client never waits on the network for a free worker."""
+    config = getattr(sandbox, "config", None)
+    workers, sessions = getattr(config, "workers", None), getattr(config, "max_sessions", None)
+    if isinstance(workers, int) and isinstance(sessions, int):
+        return 2 * workers + sessions
+    return 64
+
+
+class _Admission:
+    """Bounds on runs in the server at once, by number and by the bytes of their bodies; past
+    either, BadRequest 503 (busy), never a queue. The byte bound keeps a few huge requests from
+    taking the memory that many small ones would share."""
+
+    def __init__(self, limit: int, max_bytes: int) -> None:
+        if limit < 1:
+            raise ValueError(f"max_pending_runs must be >= 1, got {limit}")
+        self.limit, self.pending = limit, 0
+        self.max_bytes, self.bytes = max_bytes, 0
+
+    def _busy(self, what: str) -> BadRequest:
+        return BadRequest(503, "busy", f"the sandbox server is at its limit of {what}: retry after {RETRY_AFTER_S} s")
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator["_Slot"]:
+        if self.pending >= self.limit:
+            raise self._busy(f"{self.limit} pending runs (--max-pending-runs)")
+        self.pending += 1
+        slot = _Slot(self)
+        try:
+            yield slot
+        finally:
+            self.pending -= 1
+            self.bytes -= slot.bytes
+
+
+class _Slot:
+    """One admitted run: counts its body's bytes against the server's budget as they arrive."""
+
+    def __init__(self, admission: _Admission) -> None:
+        self.admission, self.bytes = admission, 0
+
+    def take(self, n: int) -> None:
+        if self.admission.bytes + n > self.admission.max_bytes:
+            raise self.admission._busy(f"{self.admission.max_bytes} bytes of pending request bodies")
+        self.admission.bytes += n
+        self.bytes += n
+
+
 class _RequireToken:
     """ASGI middleware: 401 for any request without the token (but OPEN_PATHS)."""
 
@@ -412,7 +496,8 @@ class _RequireToken:
                 {"detail": "missing or wrong sandbox token: send 'Authorization: Bearer <token>' (RemoteSandbox: "
                            f"token= or ${TOKEN_ENV}; SandboxFusion clients: http://torl:<token>@host:port)",
                  "torl_error": "unauthorized"},
-                401, headers={"WWW-Authenticate": 'Bearer realm="torl sandbox"'})
+                # Connection: close, so a client without the token holds no connection open.
+                401, headers={"WWW-Authenticate": 'Bearer realm="torl sandbox"', "Connection": "close"})
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -431,9 +516,11 @@ class _RequireToken:
         return hmac.compare_digest(credentials, self.token)  # constant time: no guessing byte by byte
 
 
-async def _read_body(request: Any, limit: int, timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> bytes:
+async def _read_body(request: Any, limit: int, timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+                     take: Any = None) -> bytes:
     """The request body, refusing (413) past `limit` bytes without reading the rest, and (408)
-    when it has not all arrived within `timeout_s`."""
+    when it has not all arrived within `timeout_s`. take(n), if given, is told of each n bytes
+    before they are kept (it raises to refuse them)."""
     from starlette.requests import ClientDisconnect
 
     too_large = BadRequest(413, "too_large",
@@ -442,6 +529,9 @@ async def _read_body(request: Any, limit: int, timeout_s: float = DEFAULT_READ_T
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
+    if take is not None and declared.isdigit():
+        take(int(declared))  # the whole body at once: refused before any of it is read
+        take = None
     chunks, size = [], 0
     try:
         async with asyncio.timeout(timeout_s):
@@ -449,6 +539,8 @@ async def _read_body(request: Any, limit: int, timeout_s: float = DEFAULT_READ_T
                 size += len(chunk)
                 if size > limit:
                     raise too_large
+                if take is not None:
+                    take(len(chunk))
                 chunks.append(chunk)
     except TimeoutError:
         raise BadRequest(408, "read_timeout",
@@ -457,6 +549,19 @@ async def _read_body(request: Any, limit: int, timeout_s: float = DEFAULT_READ_T
     except ClientDisconnect:
         raise BadRequest(400, "client_disconnected", "the client closed the connection mid-body") from None
     return b"".join(chunks)
+
+
+async def _discard_body(request: Any, limit: int, timeout_s: float) -> None:
+    """Read what is left of the body (up to `limit` bytes, within `timeout_s`), keeping none of it."""
+    from starlette.requests import ClientDisconnect
+
+    size = 0
+    with contextlib.suppress(TimeoutError, ClientDisconnect, RuntimeError):  # RuntimeError: already consumed
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return
 
 
 def _unavailable(what: str, e: Exception) -> Any:
@@ -506,11 +611,37 @@ def _timed_h11_protocol() -> type:
 
     class TimedH11Protocol(H11Protocol):
         read_timeout_s = DEFAULT_READ_TIMEOUT_S
+        max_connections = DEFAULT_MAX_CONNECTIONS
+        max_waiting = DEFAULT_MAX_CONNECTIONS // 4  # connections that have not sent a request yet
+        # Open connections, oldest first (per server: uvicorn_config makes a subclass for each).
+        open_connections: "collections.OrderedDict[Any, None]"
+        waiting: "collections.OrderedDict[Any, None]"
         _read_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
+            cls = type(self)
+            cls.open_connections[self] = None
+            cls.waiting[self] = None
+            # Over the bounds, drop the oldest connection still waiting to send its first request
+            # (a flood cannot keep a new, real client out), then the oldest idle keep-alive one.
+            if len(cls.waiting) > cls.max_waiting:
+                next(iter(cls.waiting))._drop("too many connections waiting to send a request")
+            if len(cls.open_connections) > cls.max_connections:
+                idle = next((c for c in cls.open_connections if c is not self and c._idle()), self)
+                idle._drop("too many open connections")
+
+        def _idle(self) -> bool:
+            return self.conn.their_state is h11.IDLE and (self.cycle is None or self.cycle.response_complete)
+
+        def _drop(self, why: str) -> None:
+            cls = type(self)
+            cls.open_connections.pop(self, None)
+            cls.waiting.pop(self, None)
+            if not self.transport.is_closing():
+                log.debug("dropping connection from %s: %s", self.client, why)
+                self.transport.close()
 
         def data_received(self, data: bytes) -> None:
             if self.conn.their_state is h11.IDLE:
@@ -524,9 +655,13 @@ def _timed_h11_protocol() -> type:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            type(self).open_connections.pop(self, None)
+            type(self).waiting.pop(self, None)
             super().connection_lost(exc)
 
         def _after_event(self) -> None:
+            if self.cycle is not None:  # a request's headers are in: no longer a waiting connection
+                type(self).waiting.pop(self, None)
             state = self.conn.their_state
             if state is h11.IDLE:
                 if self.conn.trailing_data[0]:  # part of a pipelined request is waiting
@@ -556,14 +691,20 @@ def _timed_h11_protocol() -> type:
 
 
 def uvicorn_config(app: Any, *, read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
-                   log_level: str = "info") -> "uvicorn.Config":
-    """uvicorn settings for serving `app`: HTTP/1.1 (h11) with a read deadline per request."""
+                   log_level: str = "info", max_connections: int = DEFAULT_MAX_CONNECTIONS) -> "uvicorn.Config":
+    """uvicorn settings for serving `app`: HTTP/1.1 (h11) with a read deadline per request and a
+    bound on open connections (a quarter of them for connections yet to send a request)."""
     import uvicorn
 
     if not (math.isfinite(read_timeout_s) and read_timeout_s > 0):
         raise ValueError(f"read_timeout_s must be a finite number of seconds > 0, got {read_timeout_s!r}")
+    if max_connections < 4:
+        raise ValueError(f"max_connections must be >= 4, got {max_connections}")
     # Always h11, even with httptools installed: the deadline is built on h11's states.
-    protocol = type("TimedH11Protocol", (_timed_h11_protocol(),), {"read_timeout_s": read_timeout_s})
+    protocol = type("TimedH11Protocol", (_timed_h11_protocol(),), {
+        "read_timeout_s": read_timeout_s, "max_connections": max_connections,
+        "max_waiting": max(2, max_connections // 4),
+        "open_connections": collections.OrderedDict(), "waiting": collections.OrderedDict()})
     # Keep idle connections longer than clients do (RemoteSandbox: 4 s), so a client never
     # sends a request on a connection the server is closing at that moment.
     return uvicorn.Config(app, http=protocol, log_level=log_level, timeout_keep_alive=75,
@@ -582,7 +723,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
 async def serve(sandbox: Sandbox, sock: socket.socket, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                 log_level: str = "info", token: str | None = None,
                 read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
-                session_ttl_s: float | None = DEFAULT_SESSION_TTL_S) -> None:
+                session_ttl_s: float | None = DEFAULT_SESSION_TTL_S, max_pending_runs: int | None = None) -> None:
     """Serve `sandbox` on `sock` until the server is told to exit (Ctrl-C / SIGTERM)."""
     import uvicorn
 
@@ -595,8 +736,25 @@ async def serve(sandbox: Sandbox, sock: socket.socket, *, max_request_bytes: int
             self.should_exit = True
 
     app = create_app(sandbox, max_request_bytes=max_request_bytes, token=token,
-                     read_timeout_s=read_timeout_s, session_ttl_s=session_ttl_s)
-    await Server(uvicorn_config(app, read_timeout_s=read_timeout_s, log_level=log_level)).serve(sockets=[sock])
+                     read_timeout_s=read_timeout_s, session_ttl_s=session_ttl_s, max_pending_runs=max_pending_runs)
+    config = uvicorn_config(app, read_timeout_s=read_timeout_s, log_level=log_level,
+                            max_connections=connection_budget(sandbox))
+    await Server(config).serve(sockets=[sock])
+
+
+def connection_budget(sandbox: Sandbox) -> int:
+    """Open connections to allow: what the file-descriptor limit leaves after a reserve for the
+    server itself and for its workers (replacing one opens pipes: running out of fds must never
+    be what stops a worker from starting)."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    config = getattr(sandbox, "config", None)
+    workers = getattr(config, "workers", 0) + getattr(config, "max_sessions", 0)
+    reserve = _FDS_RESERVED + _FDS_PER_WORKER * workers
+    if soft == resource.RLIM_INFINITY:
+        return DEFAULT_MAX_CONNECTIONS
+    return max(4, min(DEFAULT_MAX_CONNECTIONS, soft - reserve))
 
 
 def register_serve(sandbox_subparsers: Any) -> None:
@@ -623,6 +781,12 @@ def register_serve(sandbox_subparsers: Any) -> None:
                              "to arrive (default: %(default)g)")
     parser.add_argument("--session-ttl", type=float, default=DEFAULT_SESSION_TTL_S, metavar="SECONDS",
                         help="close a session unused this long; 0 = never (default: %(default)g)")
+    parser.add_argument("--max-pending-runs", type=int, default=None, metavar="N",
+                        help="runs admitted at once, running or queued; more get 503 with Retry-After "
+                             "(default: 2 x workers + max sessions)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a non-loopback --host without a token (anyone who can reach the port "
+                             "runs code)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--allow-unisolated", action="store_true",
                         help="run code WITHOUT isolation (SandboxConfig.isolation='none') when bubblewrap "
@@ -667,6 +831,12 @@ def _serve_command(args: argparse.Namespace) -> int:
     token = os.environ.get(TOKEN_ENV) if args.token is None else args.token
     if args.token == "":
         raise UserError("--token must not be empty (leave it out for no authentication)")
+    if args.max_pending_runs is not None and args.max_pending_runs < 1:
+        raise UserError("--max-pending-runs must be >= 1")
+    if not token and not _is_loopback(args.host) and not args.insecure:
+        raise UserError(f"refusing to serve on {args.host} without a token: anyone who can reach it could run "
+                        f"code; set --token (or ${TOKEN_ENV}), or pass --insecure if you mean it")
+    _raise_fd_limit()
     try:
         sock = listen_socket(args.host, args.port)
     except OSError as e:
@@ -675,15 +845,38 @@ def _serve_command(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_serve_local(config, sock, max_request_bytes=int(args.max_request_mb * 2**20),
                                  log_level=args.log_level, token=token or None,
-                                 read_timeout_s=args.read_timeout, session_ttl_s=args.session_ttl or None))
+                                 read_timeout_s=args.read_timeout, session_ttl_s=args.session_ttl or None,
+                                 max_pending_runs=args.max_pending_runs))
     finally:
         sock.close()
     return 0
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
+
+
+def _raise_fd_limit() -> None:
+    """Use every file descriptor the hard limit allows: the connection bound is derived from it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def _serve_local(config: Any, sock: socket.socket, *, max_request_bytes: int, log_level: str,
                        token: str | None = None, read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
-                       session_ttl_s: float | None = DEFAULT_SESSION_TTL_S) -> None:
+                       session_ttl_s: float | None = DEFAULT_SESSION_TTL_S,
+                       max_pending_runs: int | None = None) -> None:
     from torl.errors import UserError
     from torl.sandbox.local import LocalSandbox
 
@@ -699,10 +892,10 @@ async def _serve_local(config: Any, sock: socket.socket, *, max_request_bytes: i
         auth = "token required" if token else "no token"
         print(f"torl sandbox: serving on {url} ({config.workers} workers, isolation={config.isolation}, {auth}); "
               "Ctrl-C stops", file=sys.stderr, flush=True)
-        if host not in ("127.0.0.1", "::1", "localhost") and not token:
-            print(f"torl sandbox: WARNING: listening on {host} without --token: anyone who can reach port "
-                  f"{port} can run code", file=sys.stderr, flush=True)
+        if not _is_loopback(host) and not token:
+            print(f"torl sandbox: WARNING: --insecure: listening on {host} without --token: anyone who can "
+                  f"reach port {port} can run code", file=sys.stderr, flush=True)
         await serve(sandbox, sock, max_request_bytes=max_request_bytes, log_level=log_level, token=token,
-                    read_timeout_s=read_timeout_s, session_ttl_s=session_ttl_s)
+                    read_timeout_s=read_timeout_s, session_ttl_s=session_ttl_s, max_pending_runs=max_pending_runs)
     finally:
         await sandbox.aclose()

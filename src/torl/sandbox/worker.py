@@ -13,7 +13,8 @@ passes the code to the spare, which applies the per-run limits (memory, CPU) and
 worker collects the output and enforces the wall clock and output cap. When the code finishes,
 the spare reports its exit status on a report pipe and the worker answers `result` at once,
 without waiting for the big address space to be torn down. Only then does it kill every other
-process in its namespace, wipe the scratch dirs and fork the next spare, and answer `idle`. The
+process in its namespace, wipe the scratch dirs (and reset their roots), remove IPC objects and
+message queues, fork the next spare, and answer `idle`. The
 host hands the worker out again only after `idle`, so no run ever starts while leftovers of the
 previous one exist.
 
@@ -23,6 +24,9 @@ so user code cannot kill the worker (`os.kill(os.getppid(), 9)` is a no-op).
 Session mode (one worker per session): a *holder* process keeps the user's globals. Each block
 runs in a fork of the holder; if the block completes (ok or a caught exception) that fork becomes
 the new holder, otherwise (timeout, crash, memory kill) the previous holder and its state are kept.
+No code of the session runs between blocks: the fork hooks a block registered are dropped before
+the next holder is forked from its state, and the holder is kept stopped (SIGSTOP) until the next
+block arrives.
 
 Wire format on the host pipes: 4-byte big-endian length + UTF-8 JSON object.
 """
@@ -62,6 +66,7 @@ SPARE_REQUEST_FD = 3          # a spare's socket to the worker: the run request 
 SPARE_REPORT_FD = 255         # a spare reports its exit status here; high, so the user's own files
                               # still start at fd 3
 SET_UP = b"R"                 # the spare's set-up succeeded; sent right before the user's code
+BAD_REQUEST = b"I"            # instead of SET_UP, then why: the request's files cannot be written
 REPORT_DONE = ord("D")        # followed by one byte, the exit status, after the user's code
 DONE_LINGER_S = 2.0           # a spare that reported done waits this long for the worker to kill it
 _PR_SET_DUMPABLE = 4
@@ -433,6 +438,43 @@ def _remove_sysv_ipc() -> bool:
     return clean
 
 
+MQUEUE_DIR = "/dev/mqueue"  # mounted by the host's bwrap command (isolation.py)
+_ROOT_TIME_NS = 0           # what the scratch roots' atime and mtime are reset to
+
+
+def _remove_posix_mqueues() -> bool:
+    """Remove every POSIX message queue of our IPC namespace. False if one could not be removed."""
+    try:
+        names = os.listdir(MQUEUE_DIR)
+    except FileNotFoundError:
+        return True  # not mounted (an older host command): nothing we could list
+    except OSError:
+        return False
+    clean = True
+    for name in names:
+        try:
+            os.unlink(os.path.join(MQUEUE_DIR, name))
+        except FileNotFoundError:
+            pass
+        except OSError:
+            clean = False
+    return clean
+
+
+def _reset_root(path: str) -> bool:
+    """Drop the extended attributes code can set on a scratch mount root (user.*, ACLs; trusted.*
+    and security.* need capabilities it lacks) and reset its mode and times."""
+    try:
+        for name in os.listxattr(path, follow_symlinks=False):
+            if name.startswith(("user.", "system.posix_acl_")):
+                os.removexattr(path, name, follow_symlinks=False)
+        os.chmod(path, 0o1777)
+        os.utime(path, ns=(_ROOT_TIME_NS, _ROOT_TIME_NS), follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------- the spare child
 
 _DONE, _KEEP, _FORGET = "done", "keep", "forget"  # what a _supervise watcher answers
@@ -467,7 +509,12 @@ def _spare_main(fixed_limits: dict, out_w: int, err_w: int, request_fd: int, rep
         request = read_frame(SPARE_REQUEST_FD)
         if request is None:  # the worker is gone, or dropped us: nothing to run
             os._exit(0)
-        _prepare_io(request)
+        try:
+            _prepare_io(request)
+        except OSError as e:  # colliding or over-long names...: the request's fault, not ours
+            why = f"files: cannot write {e.filename!r}: {e.strerror or e}"
+            os.write(SPARE_REQUEST_FD, BAD_REQUEST + why.encode("utf-8", "replace")[:2000])
+            os._exit(0)
         _set_run_limits(request["limits"], strict=True, vm=vm)
         main = _fresh_main_module()
         # On the request socket, which the worker only reads afterwards: writing it does not wake
@@ -615,6 +662,8 @@ class Worker:
                 exec(compile(self.cfg["warmup"], "<warmup>", "exec"), {})  # noqa: S102 - our own warm-up code
             except Exception as e:  # noqa: BLE001
                 failed["<warmup>"] = f"{type(e).__name__}: {e}"
+        if self.session:
+            _FORK_HOOKS.snapshot()
         # Park everything imported so far outside the collector's reach: forks then do not
         # touch (and copy) those pages when the garbage collector runs in them.
         gc.collect()
@@ -703,10 +752,14 @@ class Worker:
         os.close(report.fd)
         spare.request.setblocking(False)
         try:
-            set_up = spare.request.recv(1) == SET_UP  # sent before the code ran, if at all
+            said = spare.request.recv(4096)  # SET_UP, sent before the code ran, if at all
         except OSError:
-            set_up = False
+            said = b""
         spare.request.close()
+        set_up = said[:1] == SET_UP
+        if said[:1] == BAD_REQUEST:  # no code ran; the worker is fine, the request was not
+            return {"op": "result", "status": "invalid_request",
+                    "sandbox_message": said[1:].decode("utf-8", "replace")}, spare
         if not set_up:  # died before the user's code started: that is on us
             return {"op": "result", "status": "sandbox_error", "recycle": True,
                     "sandbox_message": "execution set-up failed in the worker: "
@@ -735,6 +788,10 @@ class Worker:
         if self.isolated:  # our own /dev/shm and IPC namespace; unisolated runs share the host's
             clean = _wipe_dir("/dev/shm") and clean
             clean = _remove_sysv_ipc() and clean
+            clean = _remove_posix_mqueues() and clean
+            # The mount roots themselves outlive the wipe: their xattrs (up to 64 KB a value) and
+            # times would carry a message to the next run.
+            clean = _reset_root(self.scratch) and _reset_root("/dev/shm") and clean
         return clean
 
     def _supervise(self, collector: _Collector, watchers: dict, lim: dict, kill) -> str | None:
@@ -798,6 +855,7 @@ class Worker:
         err_r, err_w = os.pipe()
         body = json.dumps({"code": code, "limits": lim}).encode("utf-8", "surrogatepass")
         sock = self.holder_sock
+        _signal_quiet(self.holder_pid, signal.SIGCONT)  # stopped between blocks (below)
         try:
             socket.send_fds(sock, [HEADER.pack(len(body))], [out_w, err_w])
             sock.sendall(body)
@@ -870,6 +928,10 @@ class Worker:
             self._spawn_holder()
             note = ("\nSessionReset: the session's interpreter process was lost; "
                     "earlier definitions are gone and later blocks start from a fresh state.\n")
+        elif completed or messages.exited is not None:
+            # Between blocks the holder stays stopped: nothing of the session runs until the next
+            # block (it has said all it will about this one: a new holder says nothing until asked).
+            _signal_quiet(self.holder_pid, signal.SIGSTOP)
         result = _result(collector, wait_status, killed_for, lim, t0, session_reset=bool(note),
                          state_advanced=completed and not note)
         result["stderr"] += note
@@ -927,6 +989,35 @@ class _HolderMessages:
                 setattr(self, attr, value)
 
 
+class _ForkHooks:
+    """The interpreter's lists of `os.register_at_fork` hooks, reset to what they held when the
+    worker was ready (the libraries' own hooks, such as `random`'s reseed).
+
+    CPython keeps them in three plain lists that Python code cannot name; a hook of our own,
+    registered once at start-up, is found in each of them by the garbage collector's referrers."""
+
+    def __init__(self) -> None:
+        self.saved: list[tuple[list, list]] = []
+
+    @staticmethod
+    def _marker() -> None:
+        pass
+
+    def snapshot(self) -> None:
+        os.register_at_fork(before=self._marker, after_in_parent=self._marker, after_in_child=self._marker)
+        lists = [ref for ref in gc.get_referrers(_ForkHooks._marker) if type(ref) is list]
+        if len(lists) != 3:
+            raise RuntimeError(f"cannot find the interpreter's fork-hook lists (found {len(lists)})")
+        self.saved = [(hooks, list(hooks)) for hooks in lists]
+
+    def restore(self) -> None:
+        for hooks, saved in self.saved:
+            hooks[:] = saved
+
+
+_FORK_HOOKS = _ForkHooks()
+
+
 def _holder_loop(sock: socket.socket, env: dict) -> None:
     """Hold a session's globals. Each block runs in a fork (the runner); when the block's code is
     done, the runner forks the next holder, single-threaded (threads the code left behind do not
@@ -944,6 +1035,9 @@ def _holder_loop(sock: socket.socket, env: dict) -> None:
                 sock = socket.socket(fileno=CHILD_FD_KEEP)
                 sock.sendall(json.dumps({"runner": os.getpid()}).encode() + b"\n")
                 status = _run_user_code(req["code"], env)
+                # The next holder is forked from the code's state, but none of the code's fork
+                # hooks may run in it: there they would run between blocks, outside every clock.
+                _FORK_HOOKS.restore()
                 holder = os.fork()
                 if holder == 0:
                     os.setsid()
@@ -1002,8 +1096,14 @@ def _alive(pid: int | None) -> bool:
 
 
 def _kill_quiet(pid: int) -> None:
+    _signal_quiet(pid, signal.SIGKILL)
+
+
+def _signal_quiet(pid: int | None, sig: int) -> None:
+    if not pid:
+        return
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 
