@@ -18,7 +18,7 @@ from conftest import save_tiny_llama
 
 from torl.errors import UserError
 from torl.train.config import parse_train_args, validate
-from torl.train.engines import full_weight_groups
+from torl.train.rollout_engine import full_weight_groups
 from torl.train.lora import lora_config, save_merged_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -138,7 +138,7 @@ def save_merged_model(trainer_or_model, tokenizer, path) -> Path:
     """
     from huggingface_hub import save_torch_state_dict
 
-    from torl.train.engines import full_weight_groups, hf_name, policy_module
+    from torl.train.rollout_engine import full_weight_groups, hf_name, policy_module
 
     if hasattr(trainer_or_model, "accelerator"):
         model, zero3 = policy_module(trainer_or_model)

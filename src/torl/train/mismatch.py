@@ -1,6 +1,6 @@
 """Sampler/trainer mismatch: measured every step, and corrected with TRL's truncated importance sampling.
 
-torl samples through TRL's `rollout_func` with an engine of its own (`torl.train.engines`), not
+torl samples through TRL's `rollout_func` with an engine of its own (`torl.train.rollout_engine`), not
 through TRL's `use_vllm`. With `engine: vllm` the sampler holds its own copy of the weights and runs
 its own kernels, so the probability it gave a token (`logprobs` of the rollout, TRL's
 `sampling_per_token_logps`) differs from the trainer's (TRL's `old_per_token_logps`, the same

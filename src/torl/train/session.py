@@ -1,6 +1,6 @@
 """One training run's live objects — event loop, sandbox, model, engine, GRPOTrainer — and their lifetime.
 
-The engine comes from `engine_factory` (default `torl.train.engines.build_engine`), so a test can
+The engine comes from `engine_factory` (default `torl.train.rollout_engine.build_engine`), so a test can
 hand in a scripted policy without patching anything.
 """
 
@@ -17,7 +17,7 @@ from torl.train import console
 from torl.train.callbacks import MetricsFileCallback, StopAfterMinutes, StopOnInterrupt
 from torl.train.config import health_config, make_sandbox
 from torl.train.data import load_questions
-from torl.train.engines import build_engine, choose_engine, push_weights
+from torl.train.rollout_engine import build_engine, choose_engine, push_weights
 from torl.train.heldout import evaluate_heldout
 from torl.train.lora import lora_config
 from torl.train.mismatch import resolve as resolve_mismatch

@@ -24,7 +24,7 @@ from torl.train.session import EngineFactory, TrainingSession
 def run_training(torl_cfg, grpo_cfg, engine_factory: EngineFactory | None = None) -> int:
     """Train per the config; returns the process exit status (0 = finished or stopped cleanly).
 
-    `engine_factory`: how the rollout engine is built (default: `torl.train.engines.build_engine`).
+    `engine_factory`: how the rollout engine is built (default: `torl.train.rollout_engine.build_engine`).
     """
     validate(torl_cfg, grpo_cfg)
     if torl_cfg.max_tool_calls > 0:
