@@ -133,7 +133,7 @@ class ToolRolloutFunc:
     def __call__(self, prompts: list[str], trainer) -> dict[str, Any]:
         step = trainer.state.global_step
         if self.sync_weights and self._synced_step != step:
-            from torl.train.rollout_engine import push_weights
+            from torl.train.weight_sync import push_weights
 
             push_weights(trainer, self.engine.inner, self.loop)
             self._synced_step = step

@@ -1,9 +1,10 @@
-"""Which rollout engine a training run uses, and how the trainer's weights reach it.
+"""Which rollout engine a training run uses, built on this process's GPU.
 
 - CPU (engine=transformers, or auto without a GPU): `TransformersEngine` wraps the *same*
   `nn.Module` GRPOTrainer optimizes, so every rollout is on-policy with no weight copy.
 - GPU (engine=vllm, or auto with a GPU): torl's `VLLMEngine` (vLLM's async engine), one per
-  process on its own GPU, refreshed with the trainer's weights before each step's rollouts.
+  process on its own GPU, refreshed with the trainer's weights before each step's rollouts
+  (`torl.train.weight_sync`).
   engine=vllm also runs on CPU where vLLM's CPU build is installed (how the path is tested here).
   Why not TRL's `use_vllm`: its colocate mode drives a synchronous `LLM.generate` over the whole
   batch, so a multi-turn rollout would advance in lock-step turns; the async engine batches each
@@ -90,100 +91,3 @@ def _only_this_ranks_gpu():
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = before
-
-
-GATHER_GROUP_BYTES = 512 << 20  # full tensors held on the accelerator at once while gathering
-
-
-def push_weights(trainer, engine, loop) -> None:
-    """Copy the trainer's current policy weights into the engine (vLLM); every process feeds its own.
-
-    Sharded training (ZeRO-3, FSDP) gathers the full tensors group by group on this (the trainer's)
-    thread — gathers are collectives every rank joins in the same order — copies each group to the
-    host and stages it in the engine; the engine loads everything at the end. A LoRA policy is
-    pushed merged, under the base model's names (`torl.train.lora.weight_units`).
-    """
-    loop.run(engine.begin_weight_update())
-    try:
-        model, zero3 = policy_module(trainer)
-        for group in full_weight_groups(model, zero3=zero3):
-            loop.run(engine.stage_weights(group))
-    except BaseException:
-        loop.run(engine.finish_weight_update(commit=False))
-        raise
-    loop.run(engine.finish_weight_update())
-
-
-def policy_module(trainer):
-    """`(the trainer's policy module without DDP/DeepSpeed wrappers, whether ZeRO-3 shards it)`."""
-    accelerator = trainer.accelerator
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    return accelerator.unwrap_model(trainer.model), plugin is not None and plugin.zero_stage == 3
-
-
-def full_weight_groups(model, *, zero3: bool = False, group_bytes: int = GATHER_GROUP_BYTES):
-    """Yield lists of (HF name, full host tensor) covering every tensor of a plain checkpoint of the policy.
-
-    Plain / DDP / ZeRO-1/2 parameters are whole already. ZeRO-3: `GatheredParameters` per group
-    of about `group_bytes`. FSDP2: `DTensor.full_tensor()` per parameter. FSDP1: the whole model is
-    summoned at once (its only full-parameter view for every rank). A LoRA layer's weight is
-    merged from its gathered base weight and adapter (`weight_units`).
-    """
-    from torl.train.lora import weight_units
-
-    if zero3:
-        import deepspeed
-
-        units = weight_units(model)
-        for part in _by_size(units, group_bytes, size=lambda p: p.ds_numel * p.element_size()):
-            with deepspeed.zero.GatheredParameters([p for u in part for p in u.params], modifier_rank=None):
-                yield [(hf_name(u.name), u.full([p.data for p in u.params])) for u in part]
-        return
-    if _is_fsdp1(model):
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        with FSDP.summon_full_params(model, writeback=False, rank0_only=False):
-            units = weight_units(model)  # inside: the original parameters, full
-            for part in _by_size(units, group_bytes, size=lambda p: p.numel() * p.element_size()):
-                yield [(hf_name(u.name), u.full(u.params)) for u in part]
-        return
-    from torch.distributed.tensor import DTensor
-
-    units = weight_units(model)
-    for part in _by_size(units, group_bytes, size=lambda p: p.numel() * p.element_size()):
-        yield [(hf_name(u.name), u.full([p.full_tensor() if isinstance(p, DTensor) else p for p in u.params]))
-               for u in part]
-
-
-# FSDP1 and activation checkpointing wrap submodules, which inserts these into parameter names
-# (anywhere in the path); checkpoint names have none of them.
-_WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
-# PEFT's wrapping: PeftModel -> LoraModel -> the model ("base_model.model." in front), and each
-# adapted layer keeps the original module as `base_layer`.
-_PEFT_PREFIX, _PEFT_BASE_LAYER = "base_model.model.", ".base_layer."
-
-
-def hf_name(name: str) -> str:
-    """The checkpoint name of a trainer parameter: sharding, checkpointing and PEFT wrappers removed."""
-    for part in _WRAPPER_PARTS:
-        name = name.replace(part, "")
-    return name.removeprefix(_PEFT_PREFIX).replace(_PEFT_BASE_LAYER, ".")
-
-
-def _is_fsdp1(model) -> bool:
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    return isinstance(model, FSDP) or any(isinstance(m, FSDP) for m in model.modules())
-
-
-def _by_size(units, limit: int, size):
-    """Consecutive runs of units whose parameters reach about `limit` bytes (`size(parameter)`)."""
-    part, total = [], 0
-    for unit in units:
-        part.append(unit)
-        total += sum(size(p) for p in unit.params)
-        if total >= limit:
-            yield part
-            part, total = [], 0
-    if part:
-        yield part
