@@ -1,4 +1,4 @@
-"""Degenerate-trajectory detectors (torl.analysis.health) and run-health alarms (torl.analysis.alarms)."""
+"""Degenerate-trajectory detectors (torl.metrics.health) and run-health alarms (torl.metrics.alarms)."""
 
 import asyncio
 import json
@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from torl.analysis.alarms import ALARM_NAMES, Alarm, HealthConfig, HealthMonitor
-from torl.analysis.health import (
+from torl.engines.scripted import ScriptedEngine, ToyTokenizer
+from torl.metrics.alarms import ALARM_NAMES, Alarm, HealthConfig, HealthMonitor
+from torl.metrics.health import (
     IGNORED_RERUN,
     IGNORED_VALUE,
     health_metrics,
@@ -19,7 +20,6 @@ from torl.analysis.health import (
     turns_after_observations,
     void_turns,
 )
-from torl.engines.scripted import ScriptedEngine, ToyTokenizer
 from torl.sandbox.base import Sandbox
 from torl.sandbox.result import ExecResult, ExecStatus
 from torl.tir.loop import RolloutConfig, rollout

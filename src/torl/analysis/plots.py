@@ -31,7 +31,7 @@ TRAINING_CURVES = (
 )
 REWARD_STD_KEYS = {"reward": "reward_std", "rewards/torl_reward/mean": "rewards/torl_reward/std"}
 
-# Health ratios (torl.analysis.health) and the alarm columns' prefix (torl.analysis.alarms).
+# Health ratios (torl.metrics.health) and the alarm columns' prefix (torl.metrics.alarms).
 HEALTH_RATIOS = ("health/void_turn_ratio", "health/degenerate_ratio", "health/repeated_code_ratio",
                  "health/ignored_observation_ratio", "health/no_boxed_ratio")
 ALARM_PREFIX = "health/alarm_"

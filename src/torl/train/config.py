@@ -12,8 +12,8 @@ import glob
 from dataclasses import field
 from pathlib import Path
 
-from torl.analysis.alarms import HealthConfig
 from torl.errors import UserError
+from torl.metrics.alarms import HealthConfig
 from torl.tir.loop import CALL_TRIGGERS
 from torl.train.signal import ZERO_SIGNAL_UPDATES
 
@@ -57,7 +57,7 @@ class TorlConfig:
         metadata={"help": "Score the rows of a GRPO group with one forward of their shared prompt (same logps and "
                           "gradients, less compute; single process, no gradient checkpointing; torl.train.shared_prompt)."},
     )
-    # --- run health (torl.analysis.health metrics, torl.analysis.alarms alarms; wired in torl.train.watch)
+    # --- run health (torl.metrics.health metrics, torl.metrics.alarms alarms; wired in torl.train.watch)
     health_checks: bool = field(
         default=True,
         metadata={"help": "Compute the health/* metrics and run the alarms each step (false: neither, e.g. to "

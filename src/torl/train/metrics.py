@@ -11,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from torl.analysis.behaviour import behaviour_metrics
+from torl.metrics.behaviour import behaviour_metrics
 
-# Training name -> the `torl.analysis.behaviour` metric it logs: one definition for train, eval and reports.
+# Training name -> the `torl.metrics.behaviour` metric it logs: one definition for train, eval and reports.
 TRAINING_METRICS = {
     "rewards/accuracy": "accuracy",
     "tools/code_ratio": "code_ratio",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from torl.analysis.health import health_metrics
+from torl.metrics.health import health_metrics
 from torl.run_layout import sample_file_name
 from torl.tir.trajectory import compact_trajectory
 from torl.train.metrics import trajectory_metrics
@@ -83,7 +83,7 @@ def batch_metrics(batch: RolloutBatch, health: bool = True) -> dict[str, float]:
     and (`health`) the degenerate-turn ratios."""
     results = batch.results
     metrics = trajectory_metrics(batch.trajectories, [None if r is None else bool(r.correct) for r in results])
-    if health:  # torl.analysis.health; an empty ratio is NaN in TRL's buffers, null in metrics.jsonl
+    if health:  # torl.metrics.health; an empty ratio is NaN in TRL's buffers, null in metrics.jsonl
         metrics.update({k: math.nan if v is None else v for k, v in health_metrics(batch.trajectories).items()})
     metrics.update(batch.stats)
     return metrics

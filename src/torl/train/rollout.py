@@ -7,7 +7,7 @@ observation tokens are context, never training targets. Every trajectory of the 
 concurrently on one persistent event loop (a background thread), so a trajectory waiting on the
 sandbox never holds the others back; batching is the engine's job.
 
-With `filter_void_turns` (SimpleTIR), a response with a void turn (`torl.analysis.health.is_degenerate`:
+With `filter_void_turns` (SimpleTIR), a response with a void turn (`torl.metrics.health.is_degenerate`:
 it read an observation and then wrote neither code nor a boxed answer) gets an all-zero `env_mask`,
 so none of its tokens is trained on. Deliberately, its reward still enters its group's GRPO baseline
 (the filter acts on the policy loss, not on the advantages, which TRL computes over the full
@@ -27,10 +27,10 @@ import random
 import time
 from typing import Any
 
-from torl.analysis.health import is_degenerate
 from torl.background_loop import BackgroundLoop
 from torl.engines.base import Engine, Generation, SamplingParams
 from torl.errors import SandboxErrorsExceeded
+from torl.metrics.health import is_degenerate
 from torl.sandbox.base import Sandbox
 from torl.tir.loop import RolloutConfig, rollout_many
 from torl.tir.seeds import derive_seed

@@ -2,7 +2,7 @@
 
 import pytest
 
-from torl.analysis.behaviour import (
+from torl.metrics.behaviour import (
     behaviour_metrics,
     call_offsets,
     calls_around_answer,
@@ -11,7 +11,7 @@ from torl.analysis.behaviour import (
     recovery,
     uses_code,
 )
-from torl.analysis.values import (
+from torl.metrics.values import (
     as_number,
     final_boxed,
     last_value,

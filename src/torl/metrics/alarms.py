@@ -15,7 +15,7 @@ Alarms (each is checked only on steps whose row has its metric, as a finite numb
   `grad_window` finite values, once `grad_warmup` of them were seen; a NaN/inf norm always fires.
 - ``entropy_collapse``: `entropy` below `entropy_fraction` x its reference, the mean of the
   first `entropy_reference_steps` steps' entropy.
-- ``format_collapse``: `health/no_boxed_ratio` (`torl.analysis.health`) above `no_boxed_max`.
+- ``format_collapse``: `health/no_boxed_ratio` (`torl.metrics.health`) above `no_boxed_max`.
 
 Definitions and defaults are also in torl/train/METRICS.md ("Health metrics").
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from torl.analysis.values import final_boxed, last_value, same_value, stated_values
+from torl.metrics.values import final_boxed, last_value, same_value, stated_values
 from torl.sandbox.result import FAILED_STATUSES
 
 # --- per-response facts ---------------------------------------------------------------------------
