@@ -175,7 +175,7 @@ def test_value_helpers():
 
 def test_training_metrics_are_the_behaviour_metrics():
     """`tools/*` in metrics.jsonl and the report's analytics are one computation, so they cannot disagree."""
-    from torl.train.metrics import TRAINING_METRICS, trajectory_metrics
+    from torl.train.step_record import TRAINING_METRICS, trajectory_metrics
 
     trajs = [PLAIN, CONFIRMED, NOT_RECOVERED, SKIPPED, SANDBOX_FAIL]
     correct = [True, True, False, True, None]
@@ -191,7 +191,7 @@ def test_training_metrics_are_the_behaviour_metrics():
 def test_empty_training_ratio_is_nan_for_trl():
     import math
 
-    from torl.train.metrics import trajectory_metrics
+    from torl.train.step_record import trajectory_metrics
 
     logged = trajectory_metrics([PLAIN], [True])
     assert behaviour_metrics([PLAIN], [True])["pass_ratio"] is None

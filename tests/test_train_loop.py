@@ -198,8 +198,7 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(tmp_path, tiny_model_dir, s
 def test_metrics_file_keeps_undefined_ratios_as_null_and_loggers_never_see_them(tmp_path):
     from types import SimpleNamespace
 
-    from torl.train.callbacks import MetricsFileCallback
-    from torl.train.recorder import StepRecorder
+    from torl.train.step_record import MetricsFileCallback, StepRecorder
 
     recorder = StepRecorder()
     recorder.add_time("step_s", 2.0)

@@ -4,7 +4,7 @@ Input: trajectory dicts (``Trajectory.to_dict()``, or the compact form in sample
 response, ``correct`` (True / False / None = not scored, e.g. our sandbox failed). Every metric is
 defined by ONE function below and documented in METRICS.md (same folder); keep the two in sync.
 Ratios whose denominator is empty are ``None`` ("nothing to measure"), never 0; training turns
-None into NaN only for TRL's float metric buffers (`torl.train.metrics.trajectory_metrics`), and
+None into NaN only for TRL's float metric buffers (`torl.train.step_record.trajectory_metrics`), and
 metrics.jsonl writes it back as ``null``.
 """
 

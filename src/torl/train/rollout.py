@@ -35,11 +35,10 @@ from torl.sandbox.base import Sandbox
 from torl.tir.loop import RolloutConfig, rollout_many
 from torl.tir.seeds import derive_seed
 from torl.tir.templates import PromptTemplate
-from torl.train.metrics import ActivityClock
 from torl.train.ranks import process_rank
-from torl.train.recorder import RolloutBatch, StepRecorder
 from torl.train.rewards import reward_values, score_trajectories
 from torl.train.signal import informative_groups
+from torl.train.step_record import ActivityClock, RolloutBatch, StepRecorder
 
 
 class TimedEngine(Engine):

@@ -14,19 +14,18 @@ import torch
 
 from torl.background_loop import BackgroundLoop
 from torl.train import console
-from torl.train.callbacks import MetricsFileCallback, StopAfterMinutes, StopOnInterrupt
+from torl.train.callbacks import StopAfterMinutes, StopOnInterrupt
 from torl.train.config import health_config, make_sandbox
 from torl.train.data import load_questions
 from torl.train.heldout import evaluate_heldout
 from torl.train.lora import lora_config
 from torl.train.mismatch import resolve as resolve_mismatch
 from torl.train.ranks import process_rank
-from torl.train.recorder import StepRecorder
-from torl.train.reporting import StepReport
 from torl.train.rewards import TorlReward
 from torl.train.rollout import DynamicSampling, ToolRolloutFunc
 from torl.train.rollout_engine import build_engine, choose_engine
 from torl.train.run_dir import RunDir
+from torl.train.step_record import MetricsFileCallback, StepRecorder, StepReport
 from torl.train.watch import HealthWatch
 from torl.train.weight_sync import push_weights
 

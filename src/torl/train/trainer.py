@@ -15,10 +15,10 @@ from pathlib import Path
 
 from torl.errors import InfraError
 from torl.train.config import check_sandbox, validate
-from torl.train.metrics import truncate_metrics
 from torl.train.ranks import is_main_process
 from torl.train.run_dir import RunDir
 from torl.train.session import EngineFactory, TrainingSession
+from torl.train.step_record import truncate_metrics
 
 
 def run_training(torl_cfg, grpo_cfg, engine_factory: EngineFactory | None = None) -> int:

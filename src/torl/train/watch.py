@@ -27,7 +27,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from torl.metrics.alarms import Alarm, HealthConfig, HealthMonitor
 from torl.run_layout import RunLayout
-from torl.train.reporting import StepReport
+from torl.train.step_record import StepReport
 
 STATE_FILE = "health_monitor.json"
 
