@@ -7,7 +7,7 @@ Modules: `config` (TorlConfig + TRL's GRPOConfig, validation), `data` (questions
 scores only), `grpo` (GRPOTrainer + the after-scoring hook and the no-signal skip), `signal`
 (which groups carry gradient), `step_record` (what a step records and logs: its pieces' reports,
 step metrics into TRL's log, sample dumps, metrics.jsonl; names in METRICS.md),
-`callbacks` (time budget, Ctrl-C), `rollout_engine` (which engine),
+`stopping` (time budget, Ctrl-C), `rollout_engine` (which engine),
 `weight_sync` (trainer weights into the engine, LoRA merged), `lora` (PEFT config, merged save), `ranks` (which process), `session` (the live objects of one run),
 `trainer` (`run_training`), `heldout` (before/after greedy check), `run_dir` (the run directory).
 """

@@ -14,7 +14,6 @@ import torch
 
 from torl.background_loop import BackgroundLoop
 from torl.train import console
-from torl.train.callbacks import StopAfterMinutes, StopOnInterrupt
 from torl.train.config import health_config, make_sandbox
 from torl.train.data import load_questions
 from torl.train.heldout import evaluate_heldout
@@ -26,6 +25,7 @@ from torl.train.rollout import DynamicSampling, ToolRolloutFunc
 from torl.train.rollout_engine import build_engine, choose_engine
 from torl.train.run_dir import RunDir
 from torl.train.step_record import MetricsFileCallback, StepRecorder, StepReport
+from torl.train.stopping import StopAfterMinutes, StopOnInterrupt
 from torl.train.watch import HealthWatch
 from torl.train.weight_sync import push_weights
 
