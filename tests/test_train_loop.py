@@ -91,7 +91,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_two_steps_train_write_metrics_and_samples(tmp_path, tiny_model_dir, scripted, monkeypatch):
     from trl import GRPOTrainer
 
-    from torl.train.grpo import ToolGRPOTrainer
+    from torl.train.update.grpo import ToolGRPOTrainer
 
     seen = []  # (per-token logps with their gradient, the loss mask TRL used)
     original = ToolGRPOTrainer._get_per_token_logps_and_entropies  # shared-prompt scoring, else TRL's

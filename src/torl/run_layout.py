@@ -73,7 +73,7 @@ class RunLayout:
         return self.alarm_samples / sample_file_name(step, rank)
 
     def contract_violation_file(self, step: int, rank: int = 0) -> Path:
-        """The sample that broke the token contract at `step` (torl.train.contract), when one did."""
+        """The sample that broke the token contract at `step` (torl.train.update.contract), when one did."""
         return self.root / f"token_contract_violation_{sample_file_name(step, rank).removeprefix('step_')}"
 
     def sample_files(self) -> list[Path]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from torl.errors import UserError
 from torl.metrics.alarms import HealthConfig
 from torl.tir.loop import CALL_TRIGGERS
-from torl.train.signal import ZERO_SIGNAL_UPDATES
+from torl.train.update.signal import ZERO_SIGNAL_UPDATES
 
 ENGINES = ("auto", "transformers", "vllm")
 SANDBOX_BACKENDS = ("local", "remote")
@@ -336,8 +336,8 @@ def _check_vllm_runs_on_cpu() -> None:
 
 def _check_sampler_correction(c: TorlConfig, grpo_cfg) -> None:
     """importance_sampling_correction / mismatch_metrics, and TRL's IS settings when the correction is on."""
-    from torl.train.mismatch import IS_MODES, SETTINGS, resolve
     from torl.train.rollout_engine import choose_engine
+    from torl.train.update.mismatch import IS_MODES, SETTINGS, resolve
 
     for name in ("importance_sampling_correction", "mismatch_metrics"):
         if getattr(c, name) not in SETTINGS:

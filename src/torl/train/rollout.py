@@ -37,8 +37,8 @@ from torl.tir.seeds import derive_seed
 from torl.tir.templates import PromptTemplate
 from torl.train.ranks import process_rank
 from torl.train.rewards import reward_values, score_trajectories
-from torl.train.signal import informative_groups
 from torl.train.step_record import ActivityClock, RolloutBatch, StepRecorder
+from torl.train.update.signal import informative_groups
 
 
 class TimedEngine(Engine):

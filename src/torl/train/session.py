@@ -18,7 +18,6 @@ from torl.train.config import health_config, make_sandbox
 from torl.train.data import load_questions
 from torl.train.heldout import evaluate_heldout
 from torl.train.lora import lora_config
-from torl.train.mismatch import resolve as resolve_mismatch
 from torl.train.ranks import process_rank
 from torl.train.rewards import TorlReward
 from torl.train.rollout import DynamicSampling, ToolRolloutFunc
@@ -26,6 +25,7 @@ from torl.train.rollout_engine import build_engine, choose_engine
 from torl.train.run_dir import RunDir
 from torl.train.step_record import MetricsFileCallback, StepRecorder, StepReport
 from torl.train.stopping import StopAfterMinutes, StopOnInterrupt
+from torl.train.update.mismatch import resolve as resolve_mismatch
 from torl.train.watch import HealthWatch
 from torl.train.weight_sync import push_weights
 
@@ -49,7 +49,7 @@ class TrainingSession:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from torl.engines.models import resolve_model
-        from torl.train.grpo import ToolGRPOTrainer
+        from torl.train.update.grpo import ToolGRPOTrainer
 
         cfg, args = self.cfg, self.args
         if cfg.torch_threads:
@@ -100,7 +100,7 @@ class TrainingSession:
             peft_config=lora_config(cfg),  # LoRA: TRL wraps `model` in place, so the engine runs the adapter too
             zero_signal_updates=cfg.zero_signal_updates, after_scoring=[report],
             share_prompt_forward=cfg.share_prompt_forward,
-            sampler_correction=correct, mismatch_metrics=measure,  # torl.train.mismatch
+            sampler_correction=correct, mismatch_metrics=measure,  # torl.train.update.mismatch
             contract_dump=lambda step: self.run.contract_violation_file(step, process_rank()),
         )
         # First in line, so the keys it adds (time/step_s, time/update_s) reach tensorboard too.
