@@ -175,7 +175,8 @@ def test_value_helpers():
 
 def test_training_metrics_are_the_behaviour_metrics():
     """`tools/*` in metrics.jsonl and the report's analytics are one computation, so they cannot disagree."""
-    from torl.train.step_record import TRAINING_METRICS, trajectory_metrics
+    from torl.metrics.behaviour import TRAINING_METRICS
+    from torl.train.step_record import trajectory_metrics
 
     trajs = [PLAIN, CONFIRMED, NOT_RECOVERED, SKIPPED, SANDBOX_FAIL]
     correct = [True, True, False, True, None]

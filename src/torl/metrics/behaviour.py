@@ -191,6 +191,23 @@ def behaviour_metrics(trajectories: Sequence[dict], correct: Sequence[bool | Non
     }
 
 
+# Training name -> the metric above it logs every step (`torl.train.step_record`): one definition for
+# train, eval and reports. A new metric training should log gets its name here.
+TRAINING_METRICS = {
+    "rewards/accuracy": "accuracy",
+    "tools/code_ratio": "code_ratio",
+    "tools/calls_per_response": "calls_per_response",
+    "tools/pass_ratio": "pass_ratio",
+    "tools/timeout_ratio": "timeout_ratio",
+    "tools/skipped_ratio": "skipped_ratio",
+    "tools/over_budget_ratio": "over_budget_ratio",
+    "tools/sandbox_errors": "sandbox_errors",
+    "lengths/model_tokens": "model_tokens",
+    "lengths/tool_tokens": "tool_tokens",
+    "lengths/truncated_ratio": "truncated_ratio",
+}
+
+
 def metrics_by(rows: Iterable[dict], key: Callable[[dict], object]) -> dict[object, dict[str, float | None]]:
     """`behaviour_metrics` per group of sample rows (each row: ``trajectory`` + ``correct``), groups sorted."""
     groups: dict[object, list[dict]] = {}

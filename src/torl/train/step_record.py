@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from torl.metrics.behaviour import behaviour_metrics
+from torl.metrics.behaviour import TRAINING_METRICS, behaviour_metrics
 from torl.metrics.health import health_metrics
 from torl.run_layout import sample_file_name
 from torl.tir.trajectory import compact_trajectory
@@ -114,22 +114,6 @@ class ActivityClock:
             self._advance()
             spent, self._spent = self._spent, {"generation": 0.0, "tools": 0.0}
             return spent
-
-
-# Training name -> the `torl.metrics.behaviour` metric it logs: one definition for train, eval and reports.
-TRAINING_METRICS = {
-    "rewards/accuracy": "accuracy",
-    "tools/code_ratio": "code_ratio",
-    "tools/calls_per_response": "calls_per_response",
-    "tools/pass_ratio": "pass_ratio",
-    "tools/timeout_ratio": "timeout_ratio",
-    "tools/skipped_ratio": "skipped_ratio",
-    "tools/over_budget_ratio": "over_budget_ratio",
-    "tools/sandbox_errors": "sandbox_errors",
-    "lengths/model_tokens": "model_tokens",
-    "lengths/tool_tokens": "tool_tokens",
-    "lengths/truncated_ratio": "truncated_ratio",
-}
 
 
 def trajectory_metrics(trajectories: list[dict], correct: list[bool | None]) -> dict[str, float]:
