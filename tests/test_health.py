@@ -233,7 +233,7 @@ def test_a_healthy_run_raises_nothing():
     monitor = HealthMonitor()
     assert all(alarms == [] for alarms in feed(monitor, healthy_rows(60)))
     assert monitor.alarm_metrics() == {f"health/alarm_{n}": 0 for n in ALARM_NAMES}
-    assert monitor.summary_lines() == ["health: no alarms in 60 step(s) (definitions: torl/train/METRICS.md, Health metrics)"]
+    assert monitor.summary_lines() == ["health: no alarms in 60 step(s) (definitions: torl/metrics/METRICS.md, Health metrics)"]
 
 
 def test_tool_collapse_fires_on_a_fall_from_the_peak():

@@ -3,7 +3,7 @@
     run_dir/
       config.yaml           the resolved configuration (torl + grpo sections)
       task_spec.json        how a trajectory is produced and scored (torl.tir.task); `torl eval --run` reads it
-      metrics.jsonl         one row per optimizer step (names: torl/train/METRICS.md)
+      metrics.jsonl         one row per optimizer step (names: torl/metrics/METRICS.md)
       samples/step_NNNNNN.jsonl   every sampled response of that step (`.rankR` before `.jsonl` for process R > 0)
       samples/alarms/step_NNNNNN.jsonl   the same, kept for a step with a grad_norm_spike alarm when dump_samples is off
       token_contract_violation_NNNNNN.jsonl   the sample TRL's batch disagreed with, when a step broke the token contract

@@ -181,7 +181,7 @@ def health_curves(metrics: list[dict], out_dir: Path) -> list[Path]:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     for series, ((key, steps, values), color) in enumerate(zip(ratios, COLORS)):
         _line(left, steps, values, color, label=key.removeprefix("health/"), series=series, span=span)
-    _style(left, "Health ratios (torl/train/METRICS.md)", "share")
+    _style(left, "Health ratios (torl/metrics/METRICS.md)", "share")
     _limits(left, [], True, span)
     if ratios:
         left.legend(fontsize=7, loc="best")

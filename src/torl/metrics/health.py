@@ -2,7 +2,7 @@
 
 Pure functions on trajectory dicts (``Trajectory.to_dict()`` or the compact sample-dump form; both
 keep ``segments`` and ``calls``). Each detector below states its exact definition; the per-batch
-ratios are documented in ``torl/train/METRICS.md`` ("Health metrics"). As everywhere in
+ratios are documented in ``torl/metrics/METRICS.md`` ("Health metrics"). As everywhere in
 `torl.metrics`, a ratio whose denominator is empty is ``None`` ("nothing to measure"), never 0.
 
 Terms:

@@ -8,7 +8,7 @@ summary) -> `session` (the live objects of one run, built, trained, evaluated). 
 directory), `rollout_engine` (which engine), `rollout` (the TRL `rollout_func` bridge to `torl.tir`,
 dynamic sampling), `rewards` (the reward function: scores only), `update/` (the policy update:
 `ToolGRPOTrainer` and its parts), `step_record` (what a step records and logs: its pieces' reports,
-step metrics into TRL's log, sample dumps, metrics.jsonl; names in METRICS.md), `watch` (health
+step metrics into TRL's log, sample dumps, metrics.jsonl; names in torl/metrics/METRICS.md), `watch` (health
 alarms), `console` (the line per step), `stopping` (time budget, Ctrl-C), `weight_sync` (trainer
 weights into the engine, LoRA merged), `lora` (PEFT config, merged save), `heldout` (before/after
 greedy check), `ranks` (which process).

@@ -14,7 +14,7 @@ Read top to bottom, in the order a step runs:
 - `MetricsFileCallback`: the step's wall time into TRL's log, the whole row appended to
   metrics.jsonl; `truncate_metrics` drops the rows a resumed run will redo.
 
-Every name logged here is defined in torl/train/METRICS.md; keep the two in sync.
+Every name logged here is defined in torl/metrics/METRICS.md; keep the two in sync.
 """
 
 from __future__ import annotations

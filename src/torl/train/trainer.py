@@ -84,7 +84,7 @@ def _point_trl_at_run_dir(grpo_cfg, run: RunDir) -> None:
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.tensorboard)
     if not grpo_cfg.report_to or grpo_cfg.report_to == ["none"]:
         grpo_cfg.report_to = ["tensorboard"]  # offline by default; wandb etc. only when asked for
-    grpo_cfg.logging_steps = 1  # every metric is per step (METRICS.md); averaging would hide steps
+    grpo_cfg.logging_steps = 1  # every metric is per step (torl/metrics/METRICS.md); averaging would hide steps
 
 
 CURVE_KEYS = ("step", "tools/code_ratio", "rewards/accuracy", "reward", "signal/informative_groups", "time/step_s")

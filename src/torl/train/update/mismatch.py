@@ -7,7 +7,7 @@ its own kernels, so the probability it gave a token (`logprobs` of the rollout, 
 weights recomputed by the training forward): the batch is slightly off-policy even at one update per
 generation. `engine: transformers` samples with the trainer's very module: on-policy by construction.
 
-**Measured** (`mismatch_metrics`; definitions in METRICS.md). Per model token t (completion mask 1
+**Measured** (`mismatch_metrics`; definitions in torl/metrics/METRICS.md). Per model token t (completion mask 1
 and env_mask 1; padding, observations and responses masked out by `filter_void_turns` are not model
 tokens here), with δ_t = log π_trainer(y_t) − log π_sampler(y_t):
 
