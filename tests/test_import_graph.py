@@ -121,3 +121,22 @@ def test_no_import_circles_between_torl_modules():
     cycles = find_cycles(import_graph())
     assert cycles == [], "modules that import each other (split one idea, or move the shared part down): " + \
         "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def _imports_into(graph: dict[str, set[str]], sources: str, targets: tuple[str, ...], allowed: str = "\0") -> list[str]:
+    """'a -> b' for every module under `sources` importing one under `targets` (not under `allowed`)."""
+    def under(module: str, package: str) -> bool:
+        return module == package or module.startswith(package + ".")
+
+    return sorted(f"{m} -> {t}" for m, edges in graph.items() if under(m, sources)
+                  for t in edges if any(under(t, p) for p in targets) and not under(t, allowed))
+
+
+def test_imports_point_one_way():
+    graph = import_graph()
+    # The metric definitions sit below everything that computes or shows them.
+    assert _imports_into(graph, "torl.metrics", ("torl.train", "torl.eval", "torl.analysis")) == []
+    # Training never reaches into the offline report tool.
+    assert _imports_into(graph, "torl.train", ("torl.analysis",)) == []
+    # The policy update is a room of its own: the rest of training imports it, never the other way.
+    assert _imports_into(graph, "torl.train.update", ("torl.train",), allowed="torl.train.update") == []
