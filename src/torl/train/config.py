@@ -39,7 +39,7 @@ class TorlConfig:
         metadata={"help": "What runs a code block: output_fence (the model writes ```output, ToRL) | block_close "
                           "(its closing fence)."},
     )
-    # --- learning signal (torl.train.signal): groups whose rewards are all equal carry no gradient
+    # --- learning signal (torl.train.update.signal): groups whose rewards are all equal carry no gradient
     zero_signal_updates: str = field(
         default="coast",
         metadata={"help": "Micro-batches without signal are never computed; on a step with no signal at all the "
@@ -55,7 +55,7 @@ class TorlConfig:
     share_prompt_forward: bool = field(
         default=True,
         metadata={"help": "Score the rows of a GRPO group with one forward of their shared prompt (same logps and "
-                          "gradients, less compute; single process, no gradient checkpointing; torl.train.shared_prompt)."},
+                          "gradients, less compute; single process, no gradient checkpointing; torl.train.update.shared_prompt)."},
     )
     # --- run health (torl.metrics.health metrics, torl.metrics.alarms alarms; wired in torl.train.watch)
     health_checks: bool = field(
@@ -93,7 +93,7 @@ class TorlConfig:
                           "advantages are still computed over the full group."},
     )
     # --- end run health
-    # --- sampler/trainer mismatch (torl.train.mismatch; definitions in METRICS.md)
+    # --- sampler/trainer mismatch (torl.train.update.mismatch; definitions in torl/metrics/METRICS.md)
     importance_sampling_correction: str = field(
         default="auto",
         metadata={"help": "TRL's truncated importance sampling on our rollouts (mode and caps: TRL's "

@@ -172,7 +172,7 @@ class ToolRolloutFunc:
             "logprobs": None if any(lp is None for lp in logprobs) else logprobs,
             "env_mask": env_mask,
             "trajectory": dicts,
-            # filter_void_turns zeroed this sample's env_mask (the token contract expects it: torl.train.contract)
+            # filter_void_turns zeroed this sample's env_mask (the token contract expects it: torl.train.update.contract)
             "loss_filtered": masked or [False] * len(dicts),
             # the questions actually rolled out (dynamic sampling may have replaced some groups)
             "question_id": [q["question_id"] for q in questions],
