@@ -121,8 +121,8 @@ def compare_health(args, workdir: Path) -> None:
     """health_checks on vs off: end to end, and the health work itself timed on the run's own data."""
     import time
 
-    from torl.analysis.alarms import HealthMonitor
-    from torl.analysis.health import health_metrics
+    from torl.metrics.alarms import HealthMonitor
+    from torl.metrics.health import health_metrics
     from torl.run_layout import RunLayout
 
     on = torl_rows(args, workdir / "health-on", health_checks=True)

@@ -16,7 +16,7 @@ from torl.tir.trajectory import compact_trajectory
 
 def boxed_scorer(text, gold, calls):
     """A test scorer: the last boxed value equals the gold value (torl.reward has its own tests)."""
-    from torl.analysis.values import final_boxed, same_value
+    from torl.metrics.values import final_boxed, same_value
 
     got = final_boxed(text)
     ok = got is not None and same_value(got, gold)

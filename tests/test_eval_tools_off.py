@@ -14,7 +14,7 @@ from torl.sandbox.result import ExecResult, ExecStatus
 
 
 def boxed_scorer(text, gold, calls):
-    from torl.analysis.values import final_boxed, same_value
+    from torl.metrics.values import final_boxed, same_value
 
     got = final_boxed(text)
     ok = got is not None and same_value(got, gold)

@@ -1,4 +1,4 @@
-"""Degenerate-trajectory detectors (torl.analysis.health) and run-health alarms (torl.analysis.alarms)."""
+"""Degenerate-trajectory detectors (torl.metrics.health) and run-health alarms (torl.metrics.alarms)."""
 
 import asyncio
 import json
@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from torl.analysis.alarms import ALARM_NAMES, Alarm, HealthConfig, HealthMonitor
-from torl.analysis.health import (
+from torl.engines.scripted import ScriptedEngine, ToyTokenizer
+from torl.metrics.alarms import ALARM_NAMES, Alarm, HealthConfig, HealthMonitor
+from torl.metrics.health import (
     IGNORED_RERUN,
     IGNORED_VALUE,
     health_metrics,
@@ -19,7 +20,6 @@ from torl.analysis.health import (
     turns_after_observations,
     void_turns,
 )
-from torl.engines.scripted import ScriptedEngine, ToyTokenizer
 from torl.sandbox.base import Sandbox
 from torl.sandbox.result import ExecResult, ExecStatus
 from torl.tir.loop import RolloutConfig, rollout
@@ -233,7 +233,7 @@ def test_a_healthy_run_raises_nothing():
     monitor = HealthMonitor()
     assert all(alarms == [] for alarms in feed(monitor, healthy_rows(60)))
     assert monitor.alarm_metrics() == {f"health/alarm_{n}": 0 for n in ALARM_NAMES}
-    assert monitor.summary_lines() == ["health: no alarms in 60 step(s) (definitions: torl/train/METRICS.md, Health metrics)"]
+    assert monitor.summary_lines() == ["health: no alarms in 60 step(s) (definitions: torl/metrics/METRICS.md, Health metrics)"]
 
 
 def test_tool_collapse_fires_on_a_fall_from_the_peak():

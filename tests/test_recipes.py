@@ -153,7 +153,7 @@ def test_gpu_recipes_bound_their_disk_and_say_how_much(recipe):
 
 
 def test_sample_dumps_keep_whole_groups_up_to_the_cap():
-    from torl.train.reporting import sampled_groups
+    from torl.train.step_record import sampled_groups
 
     rows = [({"question_id": f"q{i // 4}"}, i) for i in range(32)]  # 8 groups of 4
     kept = sampled_groups(rows, 10, seed=(3, 0))

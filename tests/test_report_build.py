@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from test_analysis_behaviour import (
+from test_metrics_behaviour import (
     CONFIRMED,
     CONTRADICTED,
     NOT_RECOVERED,

@@ -172,7 +172,7 @@ def test_observation_text_under_both_triggers():
     assert observation_text("\n17834\n```\n") == "17834"                 # output_fence (model wrote ```output)
     assert observation_text("```output\nline1\n\nline3\n```\n") == "line1\n\nline3"
     assert observation_text("```output\n123") == "123"                   # cut by the budget
-    from test_analysis_behaviour import CONFIRMED
+    from test_metrics_behaviour import CONFIRMED
 
     segs = sample_record(0, {"trajectory": CONFIRMED}, "step")["segments"]
     assert segs[1]["text"] == "```python\nprint(482*37)\n```\n"   # the model's ```output opens the box
@@ -207,7 +207,7 @@ def test_one_point_panels_span_the_run_and_the_unit_interval(tmp_path, monkeypat
     from torl.analysis import plots
 
     run = load_run(make_grpo_run(tmp_path / "run", heldout=False))
-    from torl.analysis.behaviour import metrics_by
+    from torl.metrics.behaviour import metrics_by
 
     by_step = metrics_by(run.samples, key=lambda r: r["step"])
     assert [s for s, m in by_step.items() if m["error_recovery_ratio"] is not None] == [2]

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from conftest import save_tiny_llama
 
-from torl.analysis.alarms import ALARM_NAMES
-from torl.analysis.health import is_degenerate
 from torl.engines.scripted import ScriptedEngine
 from torl.errors import UserError
+from torl.metrics.alarms import ALARM_NAMES
+from torl.metrics.health import is_degenerate
 from torl.train.config import parse_train_args, validate
 from torl.train.trainer import run_training
 from torl.train.watch import STATE_FILE

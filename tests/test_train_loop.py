@@ -91,7 +91,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_two_steps_train_write_metrics_and_samples(tmp_path, tiny_model_dir, scripted, monkeypatch):
     from trl import GRPOTrainer
 
-    from torl.train.grpo import ToolGRPOTrainer
+    from torl.train.update.grpo import ToolGRPOTrainer
 
     seen = []  # (per-token logps with their gradient, the loss mask TRL used)
     original = ToolGRPOTrainer._get_per_token_logps_and_entropies  # shared-prompt scoring, else TRL's
@@ -198,8 +198,7 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(tmp_path, tiny_model_dir, s
 def test_metrics_file_keeps_undefined_ratios_as_null_and_loggers_never_see_them(tmp_path):
     from types import SimpleNamespace
 
-    from torl.train.callbacks import MetricsFileCallback
-    from torl.train.recorder import StepRecorder
+    from torl.train.step_record import MetricsFileCallback, StepRecorder
 
     recorder = StepRecorder()
     recorder.add_time("step_s", 2.0)

@@ -18,8 +18,8 @@ from conftest import save_tiny_llama
 
 from torl.errors import UserError
 from torl.train.config import parse_train_args, validate
-from torl.train.engines import full_weight_groups
 from torl.train.lora import lora_config, save_merged_model
+from torl.train.weight_sync import full_weight_groups
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo-cpu.yaml"

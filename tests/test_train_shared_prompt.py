@@ -1,10 +1,10 @@
-"""One prompt forward per group (torl.train.shared_prompt) gives TRL's logps, entropies and gradients."""
+"""One prompt forward per group (torl.train.update.shared_prompt) gives TRL's logps, entropies and gradients."""
 
 import pytest
 import torch
 from trl.trainer.utils import add_fused_lm_head
 
-from torl.train.shared_prompt import prompt_groups, shared_prompt_logps
+from torl.train.update.shared_prompt import prompt_groups, shared_prompt_logps
 
 TEMPERATURE = 0.7
 
@@ -80,7 +80,7 @@ def test_prompt_groups_find_a_groups_rows_wherever_they_are():
 @pytest.mark.parametrize("share", [True, False])
 def test_trainer_scores_a_two_group_batch_like_trl(share):
     """ToolGRPOTrainer's override gives TRL's result on a batch of two groups, sharing on or off."""
-    from torl.train.grpo import ToolGRPOTrainer
+    from torl.train.update.grpo import ToolGRPOTrainer
 
     a, mask_a, keep = group_batch(rows=3, seed=1)
     b, mask_b, _ = group_batch(rows=3, seed=3)

@@ -19,8 +19,8 @@ from trl import GRPOTrainer
 
 from torl.engines.scripted import ScriptedEngine
 from torl.train.config import parse_train_args
-from torl.train.signal import group_has_signal, informative_groups
 from torl.train.trainer import run_training
+from torl.train.update.signal import group_has_signal, informative_groups
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Sampler/trainer mismatch (torl.train.mismatch) and the token contract (torl.train.contract).
+"""Sampler/trainer mismatch (torl.train.update.mismatch) and the token contract (torl.train.update.contract).
 
 The sampler is a scripted policy whose tokens are fixed (a Python call, its output, a boxed answer)
 but whose logprobs come from a copy of the trainer's tiny Llama with perturbed weights: the mismatch
@@ -29,14 +29,18 @@ from torl.engines.base import Engine
 from torl.engines.scripted import ScriptedEngine
 from torl.errors import UserError
 from torl.train.config import parse_train_args, validate
-from torl.train.contract import TokenContractViolation, check_batch, trajectory_problems
-from torl.train.mismatch import (
+from torl.train.trainer import run_training
+from torl.train.update.contract import (
+    TokenContractViolation,
+    check_batch,
+    trajectory_problems,
+)
+from torl.train.update.mismatch import (
     after_observation_mask,
     local_sums,
     metrics_from_sums,
     resolve,
 )
-from torl.train.trainer import run_training
 
 QUESTION = re.compile(r"Compute \$(\d+) \\times (\d+)\$")
 

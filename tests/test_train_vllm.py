@@ -138,9 +138,9 @@ def test_lora_training_pushes_the_merged_adapter_into_vllm(tmp_path, tiny_model_
     """engine=vllm with LoRA: vLLM gets W + scale * B @ A under the base names and samples from it."""
     from peft import PeftModel
 
-    from torl.train.engines import push_weights
     from torl.train.rewards import TorlReward
     from torl.train.session import TrainingSession
+    from torl.train.weight_sync import push_weights
 
     scored = TorlReward.__call__
     monkeypatch.setattr(TorlReward, "__call__",

@@ -16,7 +16,8 @@ import torch
 import torch.multiprocessing as mp
 
 from torl.cli import UserError
-from torl.train.engines import full_weight_groups, hf_name, push_weights, rank_gpu
+from torl.train.rollout_engine import rank_gpu
+from torl.train.weight_sync import full_weight_groups, hf_name, push_weights
 
 
 def tiny_llama(seed: int = 0):

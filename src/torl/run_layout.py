@@ -3,7 +3,7 @@
     run_dir/
       config.yaml           the resolved configuration (torl + grpo sections)
       task_spec.json        how a trajectory is produced and scored (torl.tir.task); `torl eval --run` reads it
-      metrics.jsonl         one row per optimizer step (names: torl/train/METRICS.md)
+      metrics.jsonl         one row per optimizer step (names: torl/metrics/METRICS.md)
       samples/step_NNNNNN.jsonl   every sampled response of that step (`.rankR` before `.jsonl` for process R > 0)
       samples/alarms/step_NNNNNN.jsonl   the same, kept for a step with a grad_norm_spike alarm when dump_samples is off
       token_contract_violation_NNNNNN.jsonl   the sample TRL's batch disagreed with, when a step broke the token contract
@@ -73,7 +73,7 @@ class RunLayout:
         return self.alarm_samples / sample_file_name(step, rank)
 
     def contract_violation_file(self, step: int, rank: int = 0) -> Path:
-        """The sample that broke the token contract at `step` (torl.train.contract), when one did."""
+        """The sample that broke the token contract at `step` (torl.train.update.contract), when one did."""
         return self.root / f"token_contract_violation_{sample_file_name(step, rank).removeprefix('step_')}"
 
     def sample_files(self) -> list[Path]:

@@ -1,11 +1,4 @@
-"""Behaviour analytics over tool-integrated trajectories, plots and the trajectory viewer.
+"""`torl report`: plots, tables and the HTML trajectory browser for a training run or an eval dir.
 
-    from torl.analysis import behaviour_metrics, metrics_by
-    metrics_by(rows, key=lambda r: r["step"])      # rows: sample-dump / eval rows
-
-Metric definitions: METRICS.md in this folder.
+The metrics it shows are computed by `torl.metrics` (definitions: torl/metrics/METRICS.md).
 """
-
-from torl.analysis.behaviour import behaviour_metrics, metrics_by
-
-__all__ = ["behaviour_metrics", "metrics_by"]

@@ -31,7 +31,7 @@ TRAINING_CURVES = (
 )
 REWARD_STD_KEYS = {"reward": "reward_std", "rewards/torl_reward/mean": "rewards/torl_reward/std"}
 
-# Health ratios (torl.analysis.health) and the alarm columns' prefix (torl.analysis.alarms).
+# Health ratios (torl.metrics.health) and the alarm columns' prefix (torl.metrics.alarms).
 HEALTH_RATIOS = ("health/void_turn_ratio", "health/degenerate_ratio", "health/repeated_code_ratio",
                  "health/ignored_observation_ratio", "health/no_boxed_ratio")
 ALARM_PREFIX = "health/alarm_"
@@ -181,7 +181,7 @@ def health_curves(metrics: list[dict], out_dir: Path) -> list[Path]:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     for series, ((key, steps, values), color) in enumerate(zip(ratios, COLORS)):
         _line(left, steps, values, color, label=key.removeprefix("health/"), series=series, span=span)
-    _style(left, "Health ratios (torl/train/METRICS.md)", "share")
+    _style(left, "Health ratios (torl/metrics/METRICS.md)", "share")
     _limits(left, [], True, span)
     if ratios:
         left.legend(fontsize=7, loc="best")

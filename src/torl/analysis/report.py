@@ -16,7 +16,6 @@ import json
 import math
 from pathlib import Path
 
-from torl.analysis.behaviour import metrics_by
 from torl.analysis.plots import (
     analytics_over_steps,
     eval_bars,
@@ -29,6 +28,7 @@ from torl.analysis.rundata import RunData, load_run
 from torl.analysis.tables import display_name, metric_title, metrics_shown, table_rows
 from torl.analysis.viewer import heldout_record, render_page, sample_record
 from torl.errors import UserError
+from torl.metrics.behaviour import metrics_by
 
 SUMMARY_KEYS = ("accuracy", "code_ratio", "pass_ratio", "calls_per_response", "response_tokens",
                 "error_recovery_ratio", "cross_check_ratio", "accuracy_with_code", "accuracy_without_code")
@@ -174,5 +174,5 @@ def _tables(run: RunData, grouped: dict) -> list[tuple[str, list[str], list[list
     if keys:
         header = ["metric"] + [f"{run.group_key} {k}" if run.kind == "train" else display_name(str(k)) for k in keys]
         body = [[key] + [_fmt(grouped[k].get(key)) for k in keys] for key in SUMMARY_KEYS]
-        tables.append(("Behaviour analytics (torl/analysis/METRICS.md)", header, body))
+        tables.append(("Behaviour analytics (torl/metrics/METRICS.md)", header, body))
     return tables

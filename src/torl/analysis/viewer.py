@@ -18,7 +18,7 @@ import math
 import re
 from pathlib import Path
 
-from torl.analysis.behaviour import call_failed, executed_calls, uses_code
+from torl.metrics.behaviour import call_failed, executed_calls, uses_code
 from torl.tir.parsing import FENCE, complete_python_blocks
 
 MAX_SEGMENT_CHARS = 20_000

@@ -5,7 +5,7 @@ Files written next to ``trajectories.jsonl``:
 - ``results.json``: settings, per-benchmark scores (accuracy = avg@k, pass@k, counts, sandbox
   errors) and the unweighted average over benchmarks;
 - ``results.md``: the table in ToRL's layout (rows = model, columns = benchmarks + Average);
-- ``analytics.json`` / ``analytics.md``: `torl.analysis` behaviour metrics per benchmark;
+- ``analytics.json`` / ``analytics.md``: `torl.metrics` behaviour metrics per benchmark;
 - with ``--tools-off-baseline``: ``tools_off/`` (the same eval at C = 0, a complete eval dir of its
   own) and a ``tools_off_baseline`` entry in results.json / a table in results.md (`tools_off.py`).
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from torl.analysis.behaviour import metrics_by
 from torl.analysis.tables import (
     display_name,
     markdown_table,
@@ -25,6 +24,7 @@ from torl.analysis.tables import (
 )
 from torl.eval.accuracy import benchmark_scores
 from torl.eval.tools_off import comparison_table
+from torl.metrics.behaviour import metrics_by
 from torl.run_layout import EvalLayout
 
 # The analytics rows shown in analytics.md (all of them are in analytics.json).
@@ -116,7 +116,7 @@ def analytics_markdown(summary: dict) -> str:
     names = list(summary["analytics"])
     header = ["metric"] + [display_name(n) for n in names]
     rows = [[key] + [_fmt(summary["analytics"][n].get(key)) for n in names] for key in ANALYTICS_SHOWN]
-    return ("### Behaviour analytics (definitions: torl/analysis/METRICS.md)\n\n" + markdown_table(header, rows))
+    return ("### Behaviour analytics (definitions: torl/metrics/METRICS.md)\n\n" + markdown_table(header, rows))
 
 
 def _fmt(value) -> str:

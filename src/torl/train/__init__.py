@@ -2,14 +2,16 @@
 
     torl train --config configs/demo-cpu.yaml [--setting value ...] [--resume]
 
-Modules: `config` (TorlConfig + TRL's GRPOConfig, validation), `data` (questions), `rollout`
-(the TRL `rollout_func` bridge to `torl.tir`, dynamic sampling), `rewards` (the reward function:
-scores only), `grpo` (GRPOTrainer + the after-scoring hook and the no-signal skip), `signal`
-(which groups carry gradient), `recorder` (what a step's pieces report), `reporting` (step
-metrics into TRL's log, sample dumps), `metrics` (tool metrics, wall-time split; names in
-METRICS.md), `callbacks` (metrics.jsonl, time budget, Ctrl-C), `engines` (which engine, weight
-sync), `lora` (PEFT adapters), `ranks` (which process), `session` (the live objects of one run),
-`trainer` (`run_training`), `heldout` (before/after greedy check), `run_dir` (the run directory).
+Modules, top down: `commands` (`torl train`) -> `trainer` (`run_training`: a run from start to
+summary) -> `session` (the live objects of one run, built, trained, evaluated). What it builds:
+`config` (TorlConfig + TRL's GRPOConfig, validation), `data` (questions), `run_dir` (the run
+directory), `rollout_engine` (which engine), `rollout` (the TRL `rollout_func` bridge to `torl.tir`,
+dynamic sampling), `rewards` (the reward function: scores only), `update/` (the policy update:
+`ToolGRPOTrainer` and its parts), `step_record` (what a step records and logs: its pieces' reports,
+step metrics into TRL's log, sample dumps, metrics.jsonl; names in torl/metrics/METRICS.md), `watch` (health
+alarms), `console` (the line per step), `stopping` (time budget, Ctrl-C), `weight_sync` (trainer
+weights into the engine, LoRA merged), `lora` (PEFT config, merged save), `heldout` (before/after
+greedy check), `ranks` (which process).
 """
 
 from torl.train.config import TorlConfig, parse_train_args, validate

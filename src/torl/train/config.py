@@ -12,10 +12,10 @@ import glob
 from dataclasses import field
 from pathlib import Path
 
-from torl.analysis.alarms import HealthConfig
 from torl.errors import UserError
+from torl.metrics.alarms import HealthConfig
 from torl.tir.loop import CALL_TRIGGERS
-from torl.train.signal import ZERO_SIGNAL_UPDATES
+from torl.train.update.signal import ZERO_SIGNAL_UPDATES
 
 ENGINES = ("auto", "transformers", "vllm")
 # auto: coast where a micro-batch can be skipped, compute under ZeRO-3/FSDP where it cannot
@@ -51,7 +51,7 @@ class TorlConfig:
         metadata={"help": "What runs a code block: output_fence (the model writes ```output, ToRL) | block_close "
                           "(its closing fence)."},
     )
-    # --- learning signal (torl.train.signal): groups whose rewards are all equal carry no gradient
+    # --- learning signal (torl.train.update.signal): groups whose rewards are all equal carry no gradient
     zero_signal_updates: str = field(
         default="auto",
         metadata={"help": "Micro-batches without signal are never computed; on a step with no signal at all the "
@@ -69,9 +69,9 @@ class TorlConfig:
     share_prompt_forward: bool = field(
         default=True,
         metadata={"help": "Score the rows of a GRPO group with one forward of their shared prompt (same logps and "
-                          "gradients, less compute; single process, no gradient checkpointing; torl.train.shared_prompt)."},
+                          "gradients, less compute; single process, no gradient checkpointing; torl.train.update.shared_prompt)."},
     )
-    # --- run health (torl.analysis.health metrics, torl.analysis.alarms alarms; wired in torl.train.watch)
+    # --- run health (torl.metrics.health metrics, torl.metrics.alarms alarms; wired in torl.train.watch)
     health_checks: bool = field(
         default=True,
         metadata={"help": "Compute the health/* metrics and run the alarms each step (false: neither, e.g. to "
@@ -107,7 +107,7 @@ class TorlConfig:
                           "advantages are still computed over the full group."},
     )
     # --- end run health
-    # --- sampler/trainer mismatch (torl.train.mismatch; definitions in METRICS.md)
+    # --- sampler/trainer mismatch (torl.train.update.mismatch; definitions in torl/metrics/METRICS.md)
     importance_sampling_correction: str = field(
         default="auto",
         metadata={"help": "TRL's truncated importance sampling on our rollouts (mode and caps: TRL's "
@@ -400,8 +400,8 @@ def _check_vllm_runs_on_cpu() -> None:
 
 def _check_sampler_correction(c: TorlConfig, grpo_cfg) -> None:
     """importance_sampling_correction / mismatch_metrics, and TRL's IS settings when the correction is on."""
-    from torl.train.engines import choose_engine
-    from torl.train.mismatch import IS_MODES, SETTINGS, resolve
+    from torl.train.rollout_engine import choose_engine
+    from torl.train.update.mismatch import IS_MODES, SETTINGS, resolve
 
     for name in ("importance_sampling_correction", "mismatch_metrics"):
         if getattr(c, name) not in SETTINGS:

@@ -1,6 +1,6 @@
 """What a person watching `torl train` sees: one compact line per step, not TRL's raw dict of ~50 metrics.
 
-Everything else still goes to `RUN_DIR/metrics.jsonl` and TensorBoard (METRICS.md). The line keeps the
+Everything else still goes to `RUN_DIR/metrics.jsonl` and TensorBoard (torl/metrics/METRICS.md). The line keeps the
 numbers people watch: reward, accuracy, code ratio, the share of GRPO groups with a learning signal,
 loss, step time, and any health alarm holding at that step.
 """

@@ -10,7 +10,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from torl.analysis.behaviour import uses_code
+from torl.metrics.behaviour import uses_code
 from torl.tir.loop import RolloutConfig, rollout_many
 
 

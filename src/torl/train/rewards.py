@@ -3,14 +3,14 @@
 TRL calls it once per generation batch with every dataset column and every extra field our
 rollout function returned (`trajectory`, and the `question_id`/`problem`/`gold` of the questions
 actually rolled out, which dynamic sampling may have changed) as keyword lists. It hands its
-results to the step recorder; metrics and sample dumps are `torl.train.reporting`'s job.
+results to the step recorder; metrics and sample dumps are `torl.train.step_record`'s job.
 """
 
 from __future__ import annotations
 
 import time
 
-from torl.train.recorder import StepRecorder
+from torl.train.step_record import StepRecorder
 
 
 class TorlReward:

@@ -7,7 +7,7 @@ observation tokens are context, never training targets. Every trajectory of the 
 concurrently on one persistent event loop (a background thread), so a trajectory waiting on the
 sandbox never holds the others back; batching is the engine's job.
 
-With `filter_void_turns` (SimpleTIR), a response with a void turn (`torl.analysis.health.is_degenerate`:
+With `filter_void_turns` (SimpleTIR), a response with a void turn (`torl.metrics.health.is_degenerate`:
 it read an observation and then wrote neither code nor a boxed answer) gets an all-zero `env_mask`,
 so none of its tokens is trained on. Deliberately, its reward still enters its group's GRPO baseline
 (the filter acts on the policy loss, not on the advantages, which TRL computes over the full
@@ -27,19 +27,18 @@ import random
 import time
 from typing import Any
 
-from torl.analysis.health import is_degenerate
 from torl.background_loop import BackgroundLoop
 from torl.engines.base import Engine, Generation, SamplingParams
 from torl.errors import SandboxErrorsExceeded
+from torl.metrics.health import is_degenerate
 from torl.sandbox.base import Sandbox
 from torl.tir.loop import RolloutConfig, rollout_many
 from torl.tir.seeds import derive_seed
 from torl.tir.templates import PromptTemplate
-from torl.train.metrics import ActivityClock
 from torl.train.ranks import process_rank
-from torl.train.recorder import RolloutBatch, StepRecorder
 from torl.train.rewards import reward_values, score_trajectories
-from torl.train.signal import informative_groups
+from torl.train.step_record import ActivityClock, RolloutBatch, StepRecorder
+from torl.train.update.signal import informative_groups
 
 
 class TimedEngine(Engine):
@@ -133,7 +132,7 @@ class ToolRolloutFunc:
     def __call__(self, prompts: list[str], trainer) -> dict[str, Any]:
         step = trainer.state.global_step
         if self.sync_weights and self._synced_step != step:
-            from torl.train.engines import push_weights
+            from torl.train.weight_sync import push_weights
 
             push_weights(trainer, self.engine.inner, self.loop)
             self._synced_step = step
@@ -173,7 +172,7 @@ class ToolRolloutFunc:
             "logprobs": None if any(lp is None for lp in logprobs) else logprobs,
             "env_mask": env_mask,
             "trajectory": dicts,
-            # filter_void_turns zeroed this sample's env_mask (the token contract expects it: torl.train.contract)
+            # filter_void_turns zeroed this sample's env_mask (the token contract expects it: torl.train.update.contract)
             "loss_filtered": masked or [False] * len(dicts),
             # the questions actually rolled out (dynamic sampling may have replaced some groups)
             "question_id": [q["question_id"] for q in questions],

@@ -97,7 +97,7 @@ def _readme(root: Path, s: dict) -> str:
     lines += [
         "files:",
         "  config.yaml          resolved configuration",
-        "  metrics.jsonl        one row per step (see METRICS.md in torl/train)",
+        "  metrics.jsonl        one row per step (see METRICS.md in torl/metrics)",
         "  samples/             every sampled response per step (step_NNNNNN.jsonl); samples/alarms/ those",
         "                       of grad_norm_spike steps when dump_samples is off",
         "  checkpoints/         checkpoints; --resume continues from the last (not with save_only_model: no optimizer state)",

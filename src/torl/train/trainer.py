@@ -15,16 +15,16 @@ from pathlib import Path
 
 from torl.errors import InfraError
 from torl.train.config import check_sandbox, validate
-from torl.train.metrics import truncate_metrics
 from torl.train.ranks import is_main_process
 from torl.train.run_dir import RunDir
 from torl.train.session import EngineFactory, TrainingSession
+from torl.train.step_record import truncate_metrics
 
 
 def run_training(torl_cfg, grpo_cfg, engine_factory: EngineFactory | None = None) -> int:
     """Train per the config; returns the process exit status (0 = finished or stopped cleanly).
 
-    `engine_factory`: how the rollout engine is built (default: `torl.train.engines.build_engine`).
+    `engine_factory`: how the rollout engine is built (default: `torl.train.rollout_engine.build_engine`).
     """
     validate(torl_cfg, grpo_cfg)
     if torl_cfg.max_tool_calls > 0:
@@ -84,7 +84,7 @@ def _point_trl_at_run_dir(grpo_cfg, run: RunDir) -> None:
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.tensorboard)
     if not grpo_cfg.report_to or grpo_cfg.report_to == ["none"]:
         grpo_cfg.report_to = ["tensorboard"]  # offline by default; wandb etc. only when asked for
-    grpo_cfg.logging_steps = 1  # every metric is per step (METRICS.md); averaging would hide steps
+    grpo_cfg.logging_steps = 1  # every metric is per step (torl/metrics/METRICS.md); averaging would hide steps
 
 
 CURVE_KEYS = ("step", "tools/code_ratio", "rewards/accuracy", "reward", "signal/informative_groups", "time/step_s")

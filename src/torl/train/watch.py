@@ -1,4 +1,4 @@
-"""Run health during training: each step's logged metrics feed a `HealthMonitor` (`torl.analysis.alarms`).
+"""Run health during training: each step's logged metrics feed a `HealthMonitor` (`torl.metrics.alarms`).
 
 `HealthWatch` is a trainer callback placed first among the callbacks, so in `on_log` it sees the
 step's full row (TRL's `grad_norm`, `entropy`, ... and torl's `tools/*`, `health/*`) before the
@@ -25,9 +25,9 @@ from tqdm import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from torl.analysis.alarms import Alarm, HealthConfig, HealthMonitor
+from torl.metrics.alarms import Alarm, HealthConfig, HealthMonitor
 from torl.run_layout import RunLayout
-from torl.train.reporting import StepReport
+from torl.train.step_record import StepReport
 
 STATE_FILE = "health_monitor.json"
 

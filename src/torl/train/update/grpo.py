@@ -2,14 +2,14 @@
 
 - After each generation batch is scored, `after_scoring(trainer, batch)` callbacks run (metrics,
   sample dumps, health checks), with the batch's advantages and the per-group signal.
-- `compute_loss` skips micro-batches without learning signal (`torl.train.signal`): no forward,
+- `compute_loss` skips micro-batches without learning signal (`torl.train.update.signal`): no forward,
   no backward; what the optimizer then does follows `zero_signal_updates`.
 - Rows that share their prompt (a GRPO group) are scored with one prompt forward
-  (`torl.train.shared_prompt`, `share_prompt_forward`): the same logps and gradients for less compute.
-- Every generation batch is checked against its trajectories (`torl.train.contract`): TRL trains
+  (`torl.train.update.shared_prompt`, `share_prompt_forward`): the same logps and gradients for less compute.
+- Every generation batch is checked against its trajectories (`torl.train.update.contract`): TRL trains
   exactly the sampled tokens plus the observations, under the recorded loss mask.
 - With a sampler other than the trainer's module (engine=vllm), TRL's importance-sampling correction
-  runs on our rollouts and `mismatch/*` is logged (`torl.train.mismatch`, `sampler_correction`).
+  runs on our rollouts and `mismatch/*` is logged (`torl.train.update.mismatch`, `sampler_correction`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from trl import GRPOTrainer
 
-from torl.train.contract import check_batch
-from torl.train.mismatch import TrlSamplerCorrection, log_mismatch
-from torl.train.shared_prompt import prompt_groups, shared_prompt_logps
-from torl.train.signal import ZERO_SIGNAL_UPDATES
+from torl.train.update.contract import check_batch
+from torl.train.update.mismatch import TrlSamplerCorrection, log_mismatch
+from torl.train.update.shared_prompt import prompt_groups, shared_prompt_logps
+from torl.train.update.signal import ZERO_SIGNAL_UPDATES
 
 
 class ToolGRPOTrainer(GRPOTrainer):

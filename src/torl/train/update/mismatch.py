@@ -1,13 +1,13 @@
 """Sampler/trainer mismatch: measured every step, and corrected with TRL's truncated importance sampling.
 
-torl samples through TRL's `rollout_func` with an engine of its own (`torl.train.engines`), not
+torl samples through TRL's `rollout_func` with an engine of its own (`torl.train.rollout_engine`), not
 through TRL's `use_vllm`. With `engine: vllm` the sampler holds its own copy of the weights and runs
 its own kernels, so the probability it gave a token (`logprobs` of the rollout, TRL's
 `sampling_per_token_logps`) differs from the trainer's (TRL's `old_per_token_logps`, the same
 weights recomputed by the training forward): the batch is slightly off-policy even at one update per
 generation. `engine: transformers` samples with the trainer's very module: on-policy by construction.
 
-**Measured** (`mismatch_metrics`; definitions in METRICS.md). Per model token t (completion mask 1
+**Measured** (`mismatch_metrics`; definitions in torl/metrics/METRICS.md). Per model token t (completion mask 1
 and env_mask 1; padding, observations and responses masked out by `filter_void_turns` are not model
 tokens here), with δ_t = log π_trainer(y_t) − log π_sampler(y_t):
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from torl.analysis.behaviour import (
+from torl.metrics.behaviour import (
     behaviour_metrics,
     call_offsets,
     calls_around_answer,
@@ -11,7 +11,7 @@ from torl.analysis.behaviour import (
     recovery,
     uses_code,
 )
-from torl.analysis.values import (
+from torl.metrics.values import (
     as_number,
     final_boxed,
     last_value,
@@ -175,7 +175,8 @@ def test_value_helpers():
 
 def test_training_metrics_are_the_behaviour_metrics():
     """`tools/*` in metrics.jsonl and the report's analytics are one computation, so they cannot disagree."""
-    from torl.train.metrics import TRAINING_METRICS, trajectory_metrics
+    from torl.metrics.behaviour import TRAINING_METRICS
+    from torl.train.step_record import trajectory_metrics
 
     trajs = [PLAIN, CONFIRMED, NOT_RECOVERED, SKIPPED, SANDBOX_FAIL]
     correct = [True, True, False, True, None]
@@ -191,7 +192,7 @@ def test_training_metrics_are_the_behaviour_metrics():
 def test_empty_training_ratio_is_nan_for_trl():
     import math
 
-    from torl.train.metrics import trajectory_metrics
+    from torl.train.step_record import trajectory_metrics
 
     logged = trajectory_metrics([PLAIN], [True])
     assert behaviour_metrics([PLAIN], [True])["pass_ratio"] is None

@@ -4,7 +4,7 @@ Input: trajectory dicts (``Trajectory.to_dict()``, or the compact form in sample
 response, ``correct`` (True / False / None = not scored, e.g. our sandbox failed). Every metric is
 defined by ONE function below and documented in METRICS.md (same folder); keep the two in sync.
 Ratios whose denominator is empty are ``None`` ("nothing to measure"), never 0; training turns
-None into NaN only for TRL's float metric buffers (`torl.train.metrics.trajectory_metrics`), and
+None into NaN only for TRL's float metric buffers (`torl.train.step_record.trajectory_metrics`), and
 metrics.jsonl writes it back as ``null``.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from torl.analysis.values import final_boxed, last_value, same_value, stated_values
+from torl.metrics.values import final_boxed, last_value, same_value, stated_values
 from torl.sandbox.result import FAILED_STATUSES
 
 # --- per-response facts ---------------------------------------------------------------------------
@@ -189,6 +189,23 @@ def behaviour_metrics(trajectories: Sequence[dict], correct: Sequence[bool | Non
         "sandbox_errors": sum(int(t.get("sandbox_errors", 0)) for t in trajectories),
         "sandbox_error_responses": sum(bool(t.get("sandbox_error")) for t in trajectories),
     }
+
+
+# Training name -> the metric above it logs every step (`torl.train.step_record`): one definition for
+# train, eval and reports. A new metric training should log gets its name here.
+TRAINING_METRICS = {
+    "rewards/accuracy": "accuracy",
+    "tools/code_ratio": "code_ratio",
+    "tools/calls_per_response": "calls_per_response",
+    "tools/pass_ratio": "pass_ratio",
+    "tools/timeout_ratio": "timeout_ratio",
+    "tools/skipped_ratio": "skipped_ratio",
+    "tools/over_budget_ratio": "over_budget_ratio",
+    "tools/sandbox_errors": "sandbox_errors",
+    "lengths/model_tokens": "model_tokens",
+    "lengths/tool_tokens": "tool_tokens",
+    "lengths/truncated_ratio": "truncated_ratio",
+}
 
 
 def metrics_by(rows: Iterable[dict], key: Callable[[dict], object]) -> dict[object, dict[str, float | None]]:

@@ -15,9 +15,9 @@ Alarms (each is checked only on steps whose row has its metric, as a finite numb
   `grad_window` finite values, once `grad_warmup` of them were seen; a NaN/inf norm always fires.
 - ``entropy_collapse``: `entropy` below `entropy_fraction` x its reference, the mean of the
   first `entropy_reference_steps` steps' entropy.
-- ``format_collapse``: `health/no_boxed_ratio` (`torl.analysis.health`) above `no_boxed_max`.
+- ``format_collapse``: `health/no_boxed_ratio` (`torl.metrics.health`) above `no_boxed_max`.
 
-Definitions and defaults are also in torl/train/METRICS.md ("Health metrics").
+Definitions and defaults are also in torl/metrics/METRICS.md ("Health metrics").
 """
 
 from __future__ import annotations
@@ -223,8 +223,8 @@ class HealthMonitor:
     def summary_lines(self) -> list[str]:
         """A few lines for the run's README.txt: which alarms fired, first when, how long."""
         if not self.history:
-            return [f"health: no alarms in {self.steps} step(s) (definitions: torl/train/METRICS.md, Health metrics)"]
-        lines = [f"health: {len(self.history)} alarm(s) in {self.steps} step(s) (definitions: torl/train/METRICS.md, Health metrics)"]
+            return [f"health: no alarms in {self.steps} step(s) (definitions: torl/metrics/METRICS.md, Health metrics)"]
+        lines = [f"health: {len(self.history)} alarm(s) in {self.steps} step(s) (definitions: torl/metrics/METRICS.md, Health metrics)"]
         for name in ALARM_NAMES:
             if name in self.history:
                 record = self.history[name]

@@ -2,8 +2,8 @@
 
 Pure functions on trajectory dicts (``Trajectory.to_dict()`` or the compact sample-dump form; both
 keep ``segments`` and ``calls``). Each detector below states its exact definition; the per-batch
-ratios are documented in ``torl/train/METRICS.md`` ("Health metrics"). As everywhere in
-`torl.analysis`, a ratio whose denominator is empty is ``None`` ("nothing to measure"), never 0.
+ratios are documented in ``torl/metrics/METRICS.md`` ("Health metrics"). As everywhere in
+`torl.metrics`, a ratio whose denominator is empty is ``None`` ("nothing to measure"), never 0.
 
 Terms:
 
@@ -24,8 +24,8 @@ import re
 import tokenize
 from collections.abc import Sequence
 
-from torl.analysis.behaviour import executed_calls
-from torl.analysis.values import as_number, same_value
+from torl.metrics.behaviour import executed_calls
+from torl.metrics.values import as_number, same_value
 from torl.reward.extract import extract_answer
 from torl.sandbox.result import FAILED_STATUSES
 from torl.tir.parsing import complete_python_blocks
