@@ -12,12 +12,17 @@ Built-in short names:
 
 The conversion writes to a temporary directory and renames it into place under a file lock,
 so two processes resolving the name at once both end up with the same complete checkpoint.
+
+A LoRA checkpoint directory (adapter only: `adapter_config.json`, no `config.json`) resolves to
+its base model with the adapter merged in (PEFT), merged once into the cache the same way
+(`merged_checkpoint`), so every engine loads a LoRA run's checkpoint like any other.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import importlib.util
 import json
 import os
@@ -49,8 +54,6 @@ def resolve_model(name: str) -> str:
     if path.exists():
         if not (path / "config.json").exists() and (path / "adapter_config.json").exists():
             # a LoRA checkpoint (adapter only): its base model with the adapter merged in
-            from torl.engines.adapters import merged_checkpoint
-
             return str(merged_checkpoint(path))
         if not (path / "config.json").exists():
             raise ModelNotFound(f"{name} exists but has no config.json: point --model at an HF checkpoint directory")
@@ -149,3 +152,44 @@ def _file_lock(path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# -- a LoRA checkpoint as a loadable model
+
+
+def merged_checkpoint(adapter_dir: str | Path) -> Path:
+    """The cached merged model for a LoRA adapter directory (merged on first use)."""
+    adapter_dir = Path(adapter_dir)
+    try:
+        base = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError):
+        raise ModelNotFound(f"{adapter_dir}/adapter_config.json names no base model (base_model_name_or_path)") from None
+    base_path = resolve_model(base)
+    key = hashlib.sha256(base_path.encode())
+    for weights in sorted(adapter_dir.glob("adapter_model.*")):
+        key.update(weights.name.encode() + weights.read_bytes())
+    target = cache_dir() / "models" / f"merged-{key.hexdigest()[:16]}"
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / f".{target.name}.lock"):
+        if (target / "config.json").exists():
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            _merge(base_path, adapter_dir, tmp)
+            os.rename(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _merge(base_path: str, adapter_dir: Path, out: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto")  # the base's own precision
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(str(out))
+    tokenizer_source = adapter_dir if (adapter_dir / "tokenizer_config.json").exists() else base_path
+    AutoTokenizer.from_pretrained(str(tokenizer_source)).save_pretrained(str(out))

@@ -119,7 +119,7 @@ class TaskSpec:
 
 def run_model(run_dir: str | Path) -> str:
     """The model a training run produced: RUN_DIR/merged for a finished LoRA run (its checkpoints hold
-    only the adapter), else the last checkpoint (a LoRA one loads as base + adapter, `torl.engines.adapters`)."""
+    only the adapter), else the last checkpoint (a LoRA one loads as base + adapter, `torl.engines.models.merged_checkpoint`)."""
     merged = Path(run_dir) / "merged"
     checkpoints = RunLayout(run_dir).checkpoint_dirs()
     if (merged / "config.json").is_file() and (  # not one left behind by a run resumed since
