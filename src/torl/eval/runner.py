@@ -187,7 +187,7 @@ async def _sample_all(jobs, engine_factory, sandbox_factory, scorer, progress) -
 async def _sample_with(cfg, todo, log: TrajectoryLog, template, engine, sandbox, scorer, progress) -> None:
     from tqdm import tqdm
 
-    from torl.tir.loop import rollout
+    from torl.tir.loop import encode_prompt, rollout
 
     rollout_config = cfg.task.rollout_config(temperature=cfg.temperature, top_p=cfg.top_p, logprobs=False)
     prompts: dict[tuple[str, str], list[int]] = {}
@@ -199,7 +199,7 @@ async def _sample_with(cfg, todo, log: TrajectoryLog, template, engine, sandbox,
             key = (name, problem["question_id"])
             if key not in prompts:
                 try:
-                    prompts[key] = template.encode(problem["problem"], engine.tokenizer)
+                    prompts[key] = encode_prompt(template, problem["problem"], engine.tokenizer, rollout_config)
                 except ValueError as e:  # e.g. a chat template on a tokenizer without one
                     raise UserError(str(e)) from None
             config = dataclasses.replace(rollout_config, seed=sample_seed(cfg.seed, name, problem["question_id"], sample))
