@@ -20,8 +20,16 @@ def register(subparsers) -> None:
     p.add_argument("--base-url", default=None, help="openai engine: the server's /v1 URL")
     p.add_argument("--template", default=None, help="prompt template name (torl, torl_think, torl_fewshot, chat)")
     p.add_argument("--max-tool-calls", type=int, default=None, help="C (default 1)")
-    p.add_argument("--call-trigger", default=None, choices=("output_fence", "block_close"),
-                   help="what runs a code block: the model's ```output (ToRL, default) or its closing fence")
+    p.add_argument("--call-trigger", default=None, choices=("output_fence", "block_close", "call_end", "turn_end"),
+                   help="what runs a call: code_blocks: the model's ```output (ToRL, default) or its closing fence; "
+                        "tool_calls: </tool_call> (default) or the end of the model's turn")
+    p.add_argument("--protocol", default=None, choices=("code_blocks", "tool_calls"),
+                   help="code_blocks (```python blocks, default) or tool_calls (a chat model's <tool_call> JSON; "
+                        "template chat_tools unless --template)")
+    p.add_argument("--tools", default=None, help="tool_calls: comma-separated tools (python, search; default python)")
+    p.add_argument("--search-corpus", default=None, help="the search tool's JSONL corpus ({\"text\", \"title\"?})")
+    p.add_argument("--error-marker", action="store_true", default=None,
+                   help="wrap a failed call's output in <error>...</error>")
     p.add_argument("--max-tokens", type=int, default=None, help="response budget, interpreter tokens included")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
@@ -36,8 +44,13 @@ def run_rollout(args: argparse.Namespace) -> int:
 
     try:
         base = TaskSpec.load(args.run) if args.run else TaskSpec()
-        task, _ = base.override(template=args.template, max_tool_calls=args.max_tool_calls, call_trigger=args.call_trigger,
-                                max_response_tokens=args.max_tokens)
+        template = args.template
+        if args.protocol == "tool_calls" and base.protocol != "tool_calls" and template is None:
+            template = "chat_tools"
+        task, _ = base.override(template=template, max_tool_calls=args.max_tool_calls, call_trigger=args.call_trigger,
+                                max_response_tokens=args.max_tokens, protocol=args.protocol,
+                                tools=tuple(args.tools.split(",")) if args.tools else None,
+                                search_corpus=args.search_corpus, error_marker=args.error_marker)
         args.model = args.model or (run_model(args.run) if args.run else "smollm2-135m")
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -58,7 +71,7 @@ async def _rollout(args, task):
     from torl.engines.models import ModelNotFound
     from torl.errors import UserError
     from torl.sandbox.local import LocalSandbox
-    from torl.tir.loop import rollout
+    from torl.tir.loop import encode_prompt, rollout
 
     try:
         if args.engine == "openai":
@@ -76,11 +89,11 @@ async def _rollout(args, task):
             engine = make_engine("transformers", args.model, device=args.device)
     except ModelNotFound as e:
         raise UserError(str(e)) from None
+    config = task.rollout_config(temperature=args.temperature, seed=args.seed)
     try:
-        prompt = task.prompt_template().encode(args.question, engine.tokenizer)
+        prompt = encode_prompt(task.prompt_template(), args.question, engine.tokenizer, config)
     except ValueError as e:
         raise UserError(str(e)) from None
-    config = task.rollout_config(temperature=args.temperature, seed=args.seed)
     async with engine:
         if task.max_tool_calls:
             async with LocalSandbox() as sandbox:
@@ -108,8 +121,9 @@ def _print_readable(trajectory, reward) -> None:
         else:
             call = trajectory.calls[call_index]
             call_index += 1
-            status = call.result.status.value
-            console.print(Panel(Text(call.observation), title=f"interpreter: {status} ({call.result.duration_s:.2f}s)",
+            status = call.error or call.result.status.value
+            seconds = call.latency_s or call.result.duration_s
+            console.print(Panel(Text(call.observation), title=f"{call.tool}: {status} ({seconds:.2f}s)",
                                 border_style="green" if status == "ok" else "red"))
     console.print()
     console.rule()

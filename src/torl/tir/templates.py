@@ -17,6 +17,9 @@ Built-ins:
   system message: `torl.tir.chat_tools`) and an instruction to call them and box the answer. A chat
   template's examples may call tools: each ``</tool_call>`` in a solution is answered by the next
   of the example's ``tool_results`` as a ``tool`` message.
+- ``chat_tools_fewshot``: ``torl_fewshot``'s two worked examples as chat turns for protocol
+  ``tool_calls`` (the first calls ``python`` by tool call and reads its result), for models as
+  small as SmolLM2-135M.
 
 A template renders ``preamble`` once, then each few-shot example as ``turn`` (with the example's
 question) + its solution + ``separator``, then ``turn`` with the real question. ``{question}`` is
@@ -120,6 +123,17 @@ _FEWSHOT_PREAMBLE = (
     "A conversation between User and Assistant. The Assistant can run Python code and puts the final answer in \\boxed{}.\n"
 )
 
+# The same two worked examples for protocol tool_calls: one calls python by tool call, one does not.
+_TOOL_FEWSHOT = (
+    FewShotExample(
+        question="What is 482 * 37?",
+        solution='<tool_call>\n{"name": "python", "arguments": {"code": "print(482 * 37)"}}\n</tool_call>'
+                 "The answer is \\boxed{17834}.",
+        tool_results=("17834",),
+    ),
+    FewShotExample(question="What is 15 + 27?", solution="15 + 27 = 42. The answer is \\boxed{42}."),
+)
+
 _REGISTRY: dict[str, PromptTemplate] = {}
 
 
@@ -171,3 +185,4 @@ register_template(
 )
 register_template(PromptTemplate("chat", kind="chat", turn="{question}\n\n" + TOOL_INSTRUCTION))
 register_template(PromptTemplate("chat_tools", kind="chat", turn="{question}\n\n" + TOOL_CALL_INSTRUCTION))
+register_template(PromptTemplate("chat_tools_fewshot", kind="chat", turn="{question}", examples=_TOOL_FEWSHOT))

@@ -114,7 +114,7 @@ def _call_text(call: ParsedCall) -> str:
 
 
 def _record(call: ParsedCall, output: ToolOutput, observation: str, executed: bool, start: int, end: int) -> ToolCall:
-    return ToolCall(_call_text(call), output.result, observation, executed, start, end, tool=call.name,
+    return ToolCall(_call_text(call), output.result, observation, executed, start, end, tool=call.name or "(unparsed)",
                     arguments=call.arguments, error=output.error, latency_s=round(output.latency_s, 6))
 
 
