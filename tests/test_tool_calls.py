@@ -267,3 +267,15 @@ def test_task_spec_validates_and_round_trips(tmp_path, corpus):
     with pytest.raises(ValueError, match="call_trigger"):
         spec(call_trigger="block_close")
     assert TaskSpec().protocol == "code_blocks" and TaskSpec().rollout_config(temperature=0).toolset is None
+
+
+def test_pieces_split_after_each_result_even_when_it_looks_like_template_text(smol, hermes):
+    for tok in (smol, hermes):
+        renderer = ToolTurnRenderer(tok, build_toolset(["python"]).schemas())
+        pieces = renderer.observation_pieces(["tool", "", "user"], model_ended_turn=False)
+        messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "ZQX"}]
+        messages += [{"role": "tool", "content": r} for r in ("tool", "", "user")]
+        full = renderer.render(messages, add_generation_prompt=True)
+        assert "".join(pieces) == full[full.index("ZQX") + 3:]
+        assert pieces[0].endswith("\ntool") and not pieces[1].endswith("tool")
+        assert pieces[-1].endswith("<|im_start|>assistant\n") and "user" in pieces[2]

@@ -37,6 +37,10 @@ class EvalConfig:
     max_tokens: int | None = None         # response budget, interpreter tokens included
     exec_timeout: float | None = None
     reward_scheme: str | None = None
+    protocol: str | None = None           # code_blocks | tool_calls (a chat model's <tool_call>s; torl.tir.chat_tools)
+    tools: tuple[str, ...] | None = None  # tool_calls: the tools by name
+    search_corpus: str | None = None      # the search tool's JSONL corpus
+    error_marker: bool | None = None      # failed calls' output inside <error>...</error>
     n: int = 1                            # samples per problem (K)
     temperature: float = 0.0              # 0 = greedy, ToRL's table
     top_p: float = 1.0
@@ -59,9 +63,14 @@ class EvalConfig:
             raise UserError("--max-tokens and --concurrency must be >= 1")
         try:
             base = TaskSpec.load(self.run) if self.run else TaskSpec()
+            template = self.template
+            if self.protocol == "tool_calls" and base.protocol != "tool_calls" and template is None:
+                template = "chat_tools"  # the default template is a text one
             self.task, self.task_overrides = base.override(
-                template=self.template, max_tool_calls=self.max_tool_calls, call_trigger=self.call_trigger,
-                max_response_tokens=self.max_tokens, exec_timeout_s=self.exec_timeout, reward_scheme=self.reward_scheme)
+                template=template, max_tool_calls=self.max_tool_calls, call_trigger=self.call_trigger,
+                max_response_tokens=self.max_tokens, exec_timeout_s=self.exec_timeout, reward_scheme=self.reward_scheme,
+                protocol=self.protocol, tools=None if self.tools is None else tuple(self.tools),
+                search_corpus=self.search_corpus, error_marker=self.error_marker)
             if self.model is None:
                 if not self.run:
                     raise ValueError("name the model to evaluate: --model M, or --run RUN_DIR for a training run's")

@@ -87,8 +87,10 @@ class ToolTurnRenderer:
     # -- the tool turns
     def observation_pieces(self, results: Sequence[str], *, model_ended_turn: bool) -> list[str]:
         """The text appended after an assistant turn with these results, one piece per result (see module doc)."""
+        # Markers stand in for the results, so a result that happens to equal template text cannot misplace a split.
+        slots = [f"\u2063TORL_RESULT_{n}\u2063" for n in range(len(results))]
         messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": MARK}]
-        messages += [{"role": "tool", "content": r} for r in results]
+        messages += [{"role": "tool", "content": slot} for slot in slots]
         text = self.render(messages, add_generation_prompt=True)
         at = text.find(MARK)
         if at < 0:
@@ -97,16 +99,16 @@ class ToolTurnRenderer:
                             "that does, or protocol: code_blocks")
         delta = text[at + len(MARK):]
         if model_ended_turn:
-            eos = self.tokenizer.decode([self.tokenizer.eos_token_id])
-            delta = delta.removeprefix(eos)
+            delta = delta.removeprefix(self.tokenizer.decode([self.tokenizer.eos_token_id]))
         pieces, start = [], 0
-        for n, result in enumerate(results):
-            found = delta.find(result, start) if result else start
+        for n, (slot, result) in enumerate(zip(slots, results, strict=True)):
+            found = delta.find(slot, start)
             if found < 0:
                 raise UserError(f"the chat template of {template_name(self.tokenizer)} does not render tool results "
                                 "verbatim; use a template that does, or protocol: code_blocks")
-            end = len(delta) if n == len(results) - 1 else found + len(result)
-            pieces.append(delta[start:end])
+            after = found + len(slot)
+            end = len(delta) if n == len(results) - 1 else after
+            pieces.append(delta[start:found] + result + delta[after:end])
             start = end
         return pieces
 

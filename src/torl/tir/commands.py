@@ -44,13 +44,16 @@ def run_rollout(args: argparse.Namespace) -> int:
 
     try:
         base = TaskSpec.load(args.run) if args.run else TaskSpec()
+        # the tool-call flags; getattr: a Namespace built by a caller of run_rollout may predate them
+        protocol, tools = getattr(args, "protocol", None), getattr(args, "tools", None)
         template = args.template
-        if args.protocol == "tool_calls" and base.protocol != "tool_calls" and template is None:
-            template = "chat_tools"
+        if protocol == "tool_calls" and base.protocol != "tool_calls" and template is None:
+            template = "chat_tools"  # the default template is a text one
         task, _ = base.override(template=template, max_tool_calls=args.max_tool_calls, call_trigger=args.call_trigger,
-                                max_response_tokens=args.max_tokens, protocol=args.protocol,
-                                tools=tuple(args.tools.split(",")) if args.tools else None,
-                                search_corpus=args.search_corpus, error_marker=args.error_marker)
+                                max_response_tokens=args.max_tokens, protocol=protocol,
+                                tools=tuple(tools.split(",")) if tools else None,
+                                search_corpus=getattr(args, "search_corpus", None),
+                                error_marker=getattr(args, "error_marker", None))
         args.model = args.model or (run_model(args.run) if args.run else "smollm2-135m")
     except ValueError as e:
         raise UserError(str(e)) from None
