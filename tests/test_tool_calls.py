@@ -279,3 +279,14 @@ def test_pieces_split_after_each_result_even_when_it_looks_like_template_text(sm
         assert "".join(pieces) == full[full.index("ZQX") + 3:]
         assert pieces[0].endswith("\ntool") and not pieces[1].endswith("tool")
         assert pieces[-1].endswith("<|im_start|>assistant\n") and "user" in pieces[2]
+
+
+def test_error_marker_under_code_blocks_too():
+    from torl.engines.scripted import ToyTokenizer
+    from torl.tir.loop import RolloutConfig
+
+    script = ["```python\n1/0\n```output", "```python\nprint(2)\n```output", "\\boxed{2}"]
+    config = RolloutConfig(max_tool_calls=2, error_marker=True, max_observation_chars=256)
+    traj = asyncio.run(rollout(ScriptedEngine(ToyTokenizer(), script), FakeSandbox(), [1, 2], config))
+    assert traj.calls[0].observation.startswith("<error>\nTraceback") and traj.calls[0].observation.endswith("</error>")
+    assert traj.calls[1].observation == "2"  # only failed calls are marked

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 
 from torl.engines.base import Engine, SamplingParams
@@ -136,7 +137,7 @@ def tool_renderer(tokenizer, toolset: ToolSet):
     (`torl.tir.chat_tools`; a UserError naming the template and the way out otherwise)."""
     from torl.tir.chat_tools import ToolTurnRenderer, check_prefix_preserving
 
-    key = (id(tokenizer), tuple(toolset.names))
+    key = (id(tokenizer), json.dumps(toolset.schemas(), sort_keys=True))
     cached = _RENDERERS.get(key)
     if cached is None or cached[0] is not tokenizer:
         renderer = ToolTurnRenderer(tokenizer, toolset.schemas())

@@ -68,7 +68,10 @@ class SearchTool(Tool):
         problem = check_arguments(arguments, self.parameters)
         if problem:
             return error_output("bad_arguments", f"search: {problem}")
-        hits = self.search(arguments["query"], arguments.get("k"))
+        try:
+            hits = self.search(arguments["query"], arguments.get("k"))
+        except Exception as e:  # noqa: BLE001 - whatever the query does to the index is reported, never a crash
+            return error_output("tool_error", f"search failed: {type(e).__name__}: {e}")
         if not hits:
             text = f"No documents match {arguments['query']!r}."
         else:
