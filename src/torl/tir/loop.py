@@ -18,6 +18,10 @@ After C executed calls the stop string is dropped and what the model writes is i
 (`max_response_tokens`) counts interpreter tokens too, like ToRL: an observation that does not
 fit is cut and the trajectory ends with ``finish_reason="length"``, ``truncated=True``.
 
+``protocol="tool_calls"`` (chat models: hermes ``<tool_call>`` JSON through the chat template) runs
+the same story in `torl.tir.tool_turns`: generate, parse the calls, run them through the task's
+tools, append the template's tool turn (mask 0), generate again.
+
 A sandbox failure on OUR side (``ExecStatus.SANDBOX_ERROR``) is retried `sandbox_retries` times,
 then never shown to the model: with ``on_sandbox_error="mark"`` the trajectory ends with
 ``finish_reason="sandbox_error"``, ``sandbox_error=True`` (training drops it); with ``"raise"``
