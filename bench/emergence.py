@@ -2,6 +2,7 @@
 
     python bench/emergence.py                         # the demo recipe for longer (--minutes 30)
     python bench/emergence.py --ablation --steps 4    # ToRL's table in miniature: C = 0, 1, 2 side by side
+    python bench/emergence.py --tools --steps 4       # the chat-model recipe: python by tool call (demo-cpu-tools.yaml)
 
 Trains with configs/demo-cpu.yaml's recipe (products of a 3-digit and a 2-digit number, a greedy
 held-out evaluation before and after) for a time budget or a number of steps, then prints held-out
@@ -34,6 +35,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: until --minutes)")
     ap.add_argument("--holdout", type=int, default=32, help="held-out questions for the before/after eval")
     ap.add_argument("--ablation", action="store_true", help="train at C = 0, 1 and 2 and compare")
+    ap.add_argument("--tools", action="store_true",
+                    help="configs/demo-cpu-tools.yaml: the chat template and python by tool call (protocol tool_calls)")
     ap.add_argument("--run_dir", default=None, help="default: runs/emergence-<timestamp>")
     ap.add_argument("overrides", nargs="*", help="extra `--setting value` pairs for torl train (after --)")
     args = ap.parse_args()
@@ -63,7 +66,8 @@ def train(run_dir: Path, args, *extra: str) -> int:
     from torl.train.config import parse_train_args
     from torl.train.trainer import run_training
 
-    recipe = yaml.safe_load((REPO / "configs" / "demo-cpu.yaml").read_text())
+    name = "demo-cpu-tools.yaml" if args.tools else "demo-cpu.yaml"
+    recipe = yaml.safe_load((REPO / "configs" / name).read_text())
     recipe.update(train_task_count=512, eval_holdout=args.holdout, eval_before_after=True, run_dir=str(run_dir),
                   max_steps=args.steps or 1000, max_minutes=args.minutes)
     recipe["save_steps"] = recipe["max_steps"]

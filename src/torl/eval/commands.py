@@ -21,7 +21,14 @@ def register(subparsers) -> None:
     p.add_argument("--benchmarks", default="aime24,amc23,math500,minerva_math,olympiadbench",
                    help="comma-separated names (local data dir or HF hub) or .jsonl/.parquet/.csv paths")
     p.add_argument("--max-tool-calls", type=int, help="C: executed code calls per response (0 = none; default 1)")
-    p.add_argument("--call-trigger", choices=("output_fence", "block_close"),
+    p.add_argument("--protocol", choices=("code_blocks", "tool_calls"),
+                   help="code_blocks (```python blocks, default) | tool_calls (a chat model's <tool_call> JSON through "
+                        "its chat template; template chat_tools unless --template)")
+    p.add_argument("--tools", help="tool_calls: comma-separated tools (python, search; default python)")
+    p.add_argument("--search-corpus", help="the search tool's JSONL corpus ({\"text\", \"title\"?} per line)")
+    p.add_argument("--error-marker", action="store_true", default=None,
+                   help="wrap a failed call's output in <error>...</error>")
+    p.add_argument("--call-trigger", choices=("output_fence", "block_close", "call_end", "turn_end"),
                    help="what runs a code block: the model's ```output (ToRL, default) or its closing fence")
     p.add_argument("--n", type=int, default=1, help="K samples per problem (K > 1 reports avg@K and pass@K)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -75,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
         answer_column=args.answer_column, reward_scheme=args.reward_scheme, seed=args.seed,
         concurrency=args.concurrency, sandbox_url=args.sandbox_url, exec_timeout=args.exec_timeout,
         model_label=args.label, tools_off_baseline=args.tools_off_baseline, session=args.session,
-        max_observation_chars=args.max_observation_chars,
+        max_observation_chars=args.max_observation_chars, protocol=args.protocol,
+        tools=tuple(args.tools.split(",")) if args.tools else None, search_corpus=args.search_corpus,
+        error_marker=args.error_marker,
     )
     summary = run_eval(cfg, progress=not args.quiet)
     print_summary(summary, out)

@@ -40,6 +40,10 @@ class EvalConfig:
     reward_scheme: str | None = None
     session: bool | None = None           # one interpreter session per trajectory
     max_observation_chars: int | None = None
+    protocol: str | None = None           # code_blocks | tool_calls (a chat model's <tool_call>s; torl.tir.chat_tools)
+    tools: tuple[str, ...] | None = None  # tool_calls: the tools by name
+    search_corpus: str | None = None      # the search tool's JSONL corpus
+    error_marker: bool | None = None      # failed calls' output inside <error>...</error>
     n: int = 1                            # samples per problem (K)
     temperature: float = 0.0              # 0 = greedy, ToRL's table
     top_p: float = 1.0
@@ -62,10 +66,15 @@ class EvalConfig:
             raise UserError("--max-tokens and --concurrency must be >= 1")
         try:
             base = TaskSpec.load(self.run) if self.run else TaskSpec()
+            template = self.template
+            if self.protocol == "tool_calls" and base.protocol != "tool_calls" and template is None:
+                template = "chat_tools"  # the default template is a text one
             self.task, self.task_overrides = base.override(
-                template=self.template, max_tool_calls=self.max_tool_calls, call_trigger=self.call_trigger,
+                template=template, max_tool_calls=self.max_tool_calls, call_trigger=self.call_trigger,
                 max_response_tokens=self.max_tokens, exec_timeout_s=self.exec_timeout, reward_scheme=self.reward_scheme,
-                session=self.session, max_observation_chars=self.max_observation_chars)
+                session=self.session, max_observation_chars=self.max_observation_chars,
+                protocol=self.protocol, tools=None if self.tools is None else tuple(self.tools),
+                search_corpus=self.search_corpus, error_marker=self.error_marker)
             if self.model is None:
                 if not self.run:
                     raise ValueError("name the model to evaluate: --model M, or --run RUN_DIR for a training run's")
@@ -201,7 +210,7 @@ async def _sample_all(jobs, engine_factory, sandbox_factory, scorer, progress) -
 async def _sample_with(cfg, todo, log: TrajectoryLog, template, engine, sandbox, scorer, progress) -> None:
     from tqdm import tqdm
 
-    from torl.tir.loop import rollout
+    from torl.tir.loop import encode_prompt, rollout
 
     rollout_config = cfg.task.rollout_config(temperature=cfg.temperature, top_p=cfg.top_p, logprobs=False)
     prompts: dict[tuple[str, str], list[int]] = {}
@@ -213,7 +222,7 @@ async def _sample_with(cfg, todo, log: TrajectoryLog, template, engine, sandbox,
             key = (name, problem["question_id"])
             if key not in prompts:
                 try:
-                    prompts[key] = template.encode(problem["problem"], engine.tokenizer)
+                    prompts[key] = encode_prompt(template, problem["problem"], engine.tokenizer, rollout_config)
                 except ValueError as e:  # e.g. a chat template on a tokenizer without one
                     raise UserError(str(e)) from None
             config = dataclasses.replace(rollout_config, seed=sample_seed(cfg.seed, name, problem["question_id"], sample))

@@ -28,9 +28,17 @@ def register(subparsers) -> None:
     p.add_argument("--template", default=None, help=f"prompt template: {', '.join(template_names())} (default: the "
                                                      "run's; smollm2-135m: torl_fewshot; else torl)")
     p.add_argument("--max-tool-calls", type=int, default=None, help="C (default 1)")
-    p.add_argument("--call-trigger", default=None, choices=("output_fence", "block_close"),
-                   help="what runs a code block: the model's ```output (ToRL; the default but for smollm2-135m) or "
-                        "its closing fence (smollm2-135m's default)")
+    p.add_argument("--call-trigger", default=None, choices=("output_fence", "block_close", "call_end", "turn_end"),
+                   help="what runs a call: code_blocks: the model's ```output (ToRL; the default but for smollm2-135m) or "
+                        "its closing fence (smollm2-135m's default); "
+                        "tool_calls: </tool_call> (default) or the end of the model's turn")
+    p.add_argument("--protocol", default=None, choices=("code_blocks", "tool_calls"),
+                   help="code_blocks (```python blocks, default) or tool_calls (a chat model's <tool_call> JSON; "
+                        "template chat_tools unless --template)")
+    p.add_argument("--tools", default=None, help="tool_calls: comma-separated tools (python, search; default python)")
+    p.add_argument("--search-corpus", default=None, help="the search tool's JSONL corpus ({\"text\", \"title\"?})")
+    p.add_argument("--error-marker", action="store_true", default=None,
+                   help="wrap a failed call's output in <error>...</error>")
     p.add_argument("--session", action=argparse.BooleanOptionalAction, default=None,
                    help="one interpreter session per trajectory (Jupyter-like); default: the run's, else off")
     p.add_argument("--max-observation-chars", type=int, default=None,
@@ -61,9 +69,18 @@ def run_rollout(args: argparse.Namespace) -> int:
             base = TaskSpec(**SMALL_MODEL_PROTOCOL)
         else:
             base = TaskSpec(max_response_tokens=CPU_BUDGET) if args.device == "cpu" else TaskSpec()
-        task, _ = base.override(template=args.template, max_tool_calls=args.max_tool_calls, call_trigger=args.call_trigger,
+        # the tool-call flags; getattr: a Namespace built by a caller of run_rollout may predate them
+        protocol, tools = getattr(args, "protocol", None), getattr(args, "tools", None)
+        template, call_trigger = args.template, args.call_trigger
+        if protocol == "tool_calls" and base.protocol != "tool_calls":  # the code_blocks defaults do not apply
+            template = template or "chat_tools"
+            call_trigger = call_trigger or "call_end"
+        task, _ = base.override(template=template, max_tool_calls=args.max_tool_calls, call_trigger=call_trigger,
                                 max_response_tokens=args.max_tokens, session=args.session,
-                                max_observation_chars=args.max_observation_chars)
+                                max_observation_chars=args.max_observation_chars, protocol=protocol,
+                                tools=tuple(tools.split(",")) if tools else None,
+                                search_corpus=getattr(args, "search_corpus", None),
+                                error_marker=getattr(args, "error_marker", None))
     except ValueError as e:
         raise UserError(str(e)) from None
     trajectory, reward = asyncio.run(_rollout(args, task))
@@ -83,7 +100,7 @@ async def _rollout(args, task):
     from torl.engines.models import ModelNotFound
     from torl.errors import UserError
     from torl.sandbox.local import LocalSandbox
-    from torl.tir.loop import rollout
+    from torl.tir.loop import encode_prompt, rollout
 
     try:
         if args.engine == "openai":
@@ -101,11 +118,11 @@ async def _rollout(args, task):
             engine = make_engine("transformers", args.model, device=args.device)
     except ModelNotFound as e:
         raise UserError(str(e)) from None
+    config = task.rollout_config(temperature=args.temperature, seed=args.seed)
     try:
-        prompt = task.prompt_template().encode(args.question, engine.tokenizer)
+        prompt = encode_prompt(task.prompt_template(), args.question, engine.tokenizer, config)
     except ValueError as e:
         raise UserError(str(e)) from None
-    config = task.rollout_config(temperature=args.temperature, seed=args.seed)
     async with engine:
         if task.max_tool_calls:
             async with LocalSandbox() as sandbox:
@@ -133,8 +150,9 @@ def _print_readable(trajectory, reward) -> None:
         else:
             call = trajectory.calls[call_index]
             call_index += 1
-            status = call.result.status.value
-            console.print(Panel(Text(call.observation), title=f"interpreter: {status} ({call.result.duration_s:.2f}s)",
+            status = call.error or call.result.status.value
+            seconds = call.latency_s or call.result.duration_s
+            console.print(Panel(Text(call.observation), title=f"{call.tool}: {status} ({seconds:.2f}s)",
                                 border_style="green" if status == "ok" else "red"))
     console.print()
     console.rule()

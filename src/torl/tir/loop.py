@@ -18,6 +18,10 @@ After C executed calls the stop string is dropped and what the model writes is i
 (`max_response_tokens`) counts interpreter tokens too, like ToRL: an observation that does not
 fit is cut and the trajectory ends with ``finish_reason="length"``, ``truncated=True``.
 
+``protocol="tool_calls"`` (chat models: hermes ``<tool_call>`` JSON through the chat template) runs
+the same story in `torl.tir.tool_turns`: generate, parse the calls, run them through the task's
+tools, append the template's tool turn (mask 0), generate again.
+
 A sandbox failure on OUR side (``ExecStatus.SANDBOX_ERROR``) is retried `sandbox_retries` times,
 then never shown to the model: with ``on_sandbox_error="mark"`` the trajectory ends with
 ``finish_reason="sandbox_error"``, ``sandbox_error=True`` (training drops it); with ``"raise"``
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 
 from torl.engines.base import Engine, SamplingParams
@@ -36,11 +41,14 @@ from torl.sandbox.base import Sandbox
 from torl.sandbox.result import ExecResult, ExecStatus
 from torl.tir.parsing import closes_python_block, complete_python_blocks
 from torl.tir.seeds import derive_seed
+from torl.tir.tool_turns import TOOL_CALL_TRIGGERS, run_tool_call_turns, wrap_error
 from torl.tir.trajectory import SkippedCall, ToolCall, Trajectory
+from torl.tools.registry import ToolSet
 
 OUTPUT_FENCE = "```output"
 BLOCK_CLOSE = "\n```\n"  # a fence line: closes the open ```python block, if there is one
 CALL_TRIGGERS = ("output_fence", "block_close")
+PROTOCOLS = ("code_blocks", "tool_calls")
 
 
 @dataclasses.dataclass
@@ -62,14 +70,27 @@ class RolloutConfig:
     sandbox_retries: int = 1              # re-runs of a call that hit SANDBOX_ERROR before the policy applies
     # (result, max_chars) -> observation text; None = torl.sandbox.observation.format_observation
     observation_formatter: Callable[[ExecResult, int], str] | None = None
+    protocol: str = "code_blocks"         # "code_blocks" (ToRL's markdown) | "tool_calls" (chat template, torl.tir.tool_turns)
+    toolset: ToolSet | None = None        # tool_calls: the tools (None = python alone)
+    error_marker: bool = False            # a failed call's output inside <error>...</error> (both protocols)
 
     def __post_init__(self):
         if self.max_tool_calls < 0:
             raise ValueError("max_tool_calls must be >= 0 (0 = plain reasoning without tools)")
         if self.max_response_tokens < 1:
             raise ValueError("max_response_tokens must be >= 1")
-        if self.call_trigger not in CALL_TRIGGERS:
-            raise ValueError(f"call_trigger must be one of {', '.join(CALL_TRIGGERS)}, not {self.call_trigger!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
+        triggers = CALL_TRIGGERS if self.protocol == "code_blocks" else TOOL_CALL_TRIGGERS
+        if self.call_trigger not in triggers:
+            raise ValueError(f"call_trigger must be one of {', '.join(triggers)} under protocol {self.protocol}, "
+                             f"not {self.call_trigger!r}")
+        if self.protocol == "tool_calls" and self.toolset is None:
+            from torl.tools.registry import build_toolset
+
+            self.toolset = build_toolset(["python"], exec_timeout_s=self.exec_timeout or 10.0,
+                                         exec_memory_mb=self.exec_memory_mb or 1024,
+                                         max_observation_chars=self.max_observation_chars)
         if self.on_sandbox_error not in ("mark", "raise"):
             raise ValueError(f"on_sandbox_error must be 'mark' or 'raise', not {self.on_sandbox_error!r}")
 
@@ -88,14 +109,21 @@ async def rollout(
     *,
     metadata: dict | None = None,
 ) -> Trajectory:
-    """Run one tool-integrated trajectory from `prompt_ids`. `sandbox` may be None only when C = 0."""
-    if sandbox is None and config.max_tool_calls > 0:
+    """Run one tool-integrated trajectory from `prompt_ids`. `sandbox` may be None only when C = 0
+    (or, under protocol tool_calls, when no tool of the task needs it)."""
+    tool_calls = config.protocol == "tool_calls"
+    needs_sandbox = config.max_tool_calls > 0 and (not tool_calls or "python" in config.toolset)
+    if sandbox is None and needs_sandbox:
         raise ValueError("a sandbox is required when max_tool_calls > 0")
     tokenizer = engine.tokenizer
     traj = Trajectory(prompt_ids=list(prompt_ids), logprobs=[] if config.logprobs else None, metadata=dict(metadata or {}))
-    session = await sandbox.open_session() if config.session and sandbox is not None and config.max_tool_calls else None
+    session = await sandbox.open_session() if config.session and sandbox is not None and needs_sandbox else None
     try:
-        await _run_turns(engine, sandbox, tokenizer, traj, config, session)
+        if tool_calls:
+            await run_tool_call_turns(engine, sandbox, traj, config, session, tool_renderer(tokenizer, config.toolset),
+                                      _add_model_text, _append)
+        else:
+            await _run_turns(engine, sandbox, tokenizer, traj, config, session)
     finally:
         if session is not None:
             await sandbox.close_session(session)
@@ -103,6 +131,30 @@ async def rollout(
     traj.model_tokens = sum(traj.loss_mask)
     traj.tool_tokens = len(traj.loss_mask) - traj.model_tokens
     return traj
+
+
+_RENDERERS: dict = {}
+
+
+def tool_renderer(tokenizer, toolset: ToolSet):
+    """The tokenizer's `ToolTurnRenderer` for these tools, its template checked once to be prefix-preserving
+    (`torl.tir.chat_tools`; a UserError naming the template and the way out otherwise)."""
+    from torl.tir.chat_tools import ToolTurnRenderer, check_prefix_preserving
+
+    key = (id(tokenizer), json.dumps(toolset.schemas(), sort_keys=True))
+    cached = _RENDERERS.get(key)
+    if cached is None or cached[0] is not tokenizer:
+        renderer = ToolTurnRenderer(tokenizer, toolset.schemas())
+        check_prefix_preserving(renderer, toolset.names[0])
+        cached = _RENDERERS[key] = (tokenizer, renderer)
+    return cached[1]
+
+
+def encode_prompt(template, question: str, tokenizer, config: RolloutConfig) -> list[int]:
+    """The prompt's token ids for `question` under `config`'s protocol (tool_calls: with its tools)."""
+    if config.protocol == "tool_calls":
+        return template.encode(question, tokenizer, tool_renderer=tool_renderer(tokenizer, config.toolset))
+    return template.encode(question, tokenizer)
 
 
 def call_stops(trigger: str) -> tuple[str, ...]:
@@ -161,6 +213,8 @@ async def _run_turns(engine, sandbox, tokenizer, traj: Trajectory, config: Rollo
         formatter = config.observation_formatter or _default_formatter()
         # Trailing newlines would leave a blank line before the closing fence (ToRL strips them).
         observation = formatter(result, config.max_observation_chars).rstrip("\n")
+        if config.error_marker and result.status is not ExecStatus.OK:
+            observation = wrap_error(observation)
         appended = _observation_suffix(turn_text, observation, gen.stop_reason)
         ids = list(tokenizer(appended, add_special_tokens=False).input_ids)
         room = config.max_response_tokens - len(traj.completion_ids)

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from torl.run_layout import RunLayout
-from torl.tir.loop import CALL_TRIGGERS, RolloutConfig
+from torl.tir.loop import CALL_TRIGGERS, PROTOCOLS, RolloutConfig
+from torl.tir.tool_turns import TOOL_CALL_TRIGGERS
+
+_TOOL_CALL_FIELDS = ("protocol", "tools", "search_corpus", "max_calls_per_tool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,16 +39,39 @@ class TaskSpec:
     session: bool = False                     # one interpreter session per trajectory (Jupyter-like)
     call_trigger: str = "output_fence"        # what runs a block: the model's ```output (ToRL) | block_close
     reward_scheme: str = "torl"               # torl (+1/-1) | binary | torl_exec_penalty
+    # How the model calls tools: code_blocks (ToRL's ```python / ```output) | tool_calls (the chat template's
+    # hermes <tool_call> JSON, results as tool messages: torl.tir.chat_tools, torl.tir.tool_turns)
+    protocol: str = "code_blocks"
+    tools: tuple[str, ...] = ("python",)      # tool_calls: the tools by name (torl.tools: python, search, registered)
+    search_corpus: str | None = None          # the search tool's JSONL corpus ({"text", "title"?, "id"?} per line)
+    max_calls_per_tool: dict[str, int] = dataclasses.field(default_factory=dict)  # per-tool budgets within C
+    error_marker: bool = False                # a failed call's output inside <error>...</error> (both protocols)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_stop", tuple(self.extra_stop))
+        object.__setattr__(self, "tools", tuple(self.tools))
+        object.__setattr__(self, "max_calls_per_tool", dict(self.max_calls_per_tool))
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        if self.protocol == "tool_calls":
+            if self.call_trigger == "output_fence":  # the field's default: under tool_calls it means the call's end
+                object.__setattr__(self, "call_trigger", "call_end")
+            if self.call_trigger not in TOOL_CALL_TRIGGERS:
+                raise ValueError(f"call_trigger must be one of {', '.join(TOOL_CALL_TRIGGERS)} under protocol "
+                                 f"tool_calls, got {self.call_trigger!r}")
+            if not self.tools:
+                raise ValueError("protocol tool_calls needs at least one tool (tools: [python])")
+            if self.prompt_template().kind != "chat":
+                raise ValueError(f"template {self.template!r} is a text template; protocol tool_calls needs a chat "
+                                 "template (e.g. --template chat_tools)")
+            self.toolset()  # unknown tools, a missing corpus or a bad budget fail here, in one line
         if self.max_tool_calls < 0:
             raise ValueError(f"max_tool_calls must be >= 0 (C, the tool-call budget), got {self.max_tool_calls}")
         if self.max_response_tokens < 1 or self.max_observation_chars < 1:
             raise ValueError("max_response_tokens and max_observation_chars must be >= 1")
         if not self.exec_timeout_s > 0 or self.exec_memory_mb < 32:
             raise ValueError("exec_timeout_s must be > 0 and exec_memory_mb >= 32")
-        if self.call_trigger not in CALL_TRIGGERS:
+        if self.protocol == "code_blocks" and self.call_trigger not in CALL_TRIGGERS:
             raise ValueError(f"call_trigger must be one of {', '.join(CALL_TRIGGERS)}, got {self.call_trigger!r}")
         self.prompt_template()  # an unknown template name fails here, with the known names
         from torl.reward.schemes import REWARD_SCHEMES
@@ -59,6 +85,14 @@ class TaskSpec:
         if isinstance(self.template, dict):
             return template_from_config(self.template, register=False)
         return get_template(self.template)
+
+    def toolset(self):
+        """The task's tools (protocol tool_calls), built-ins configured from this spec."""
+        from torl.tools.registry import build_toolset
+
+        return build_toolset(self.tools, exec_timeout_s=self.exec_timeout_s, exec_memory_mb=self.exec_memory_mb,
+                             max_observation_chars=self.max_observation_chars, search_corpus=self.search_corpus,
+                             max_calls=self.max_calls_per_tool)
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
@@ -76,12 +110,20 @@ class TaskSpec:
             max_observation_chars=self.max_observation_chars,
             exec_timeout=self.exec_timeout_s, exec_memory_mb=self.exec_memory_mb,
             stop_strings=self.stop_strings, session=self.session, call_trigger=self.call_trigger,
-            on_sandbox_error=on_sandbox_error)
+            on_sandbox_error=on_sandbox_error, protocol=self.protocol, error_marker=self.error_marker,
+            toolset=self.toolset() if self.protocol == "tool_calls" else None)
 
     # -- persistence
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["extra_stop"] = list(self.extra_stop)
+        d["tools"] = list(self.tools)
+        # A code_blocks spec is written as before the tool_calls protocol existed (its defaults load back).
+        if self.protocol == "code_blocks":
+            for name in _TOOL_CALL_FIELDS:
+                d.pop(name)
+        if not self.error_marker:
+            d.pop("error_marker")
         return d
 
     @classmethod

@@ -13,6 +13,13 @@ Built-ins:
   question) because every prompt token is paid for by every sample, in generation and in the update.
 - ``chat``: the tokenizer's chat template (``apply_chat_template(add_generation_prompt=True)``)
   around a TIR instruction, for instruct models.
+- ``chat_tools``: for protocol ``tool_calls``: the chat template with the tools (native, or in the
+  system message: `torl.tir.chat_tools`) and an instruction to call them and box the answer. A chat
+  template's examples may call tools: each ``</tool_call>`` in a solution is answered by the next
+  of the example's ``tool_results`` as a ``tool`` message.
+- ``chat_tools_fewshot``: ``torl_fewshot``'s two worked examples as chat turns for protocol
+  ``tool_calls`` (the first calls ``python`` by tool call and reads its result), for models as
+  small as SmolLM2-135M.
 
 A template renders ``preamble`` once, then each few-shot example as ``turn`` (with the example's
 question) + its solution + ``separator``, then ``turn`` with the real question. ``{question}`` is
@@ -28,6 +35,7 @@ TOOL_INSTRUCTION = (
     "Please integrate natural language reasoning with programs to solve the problem above, "
     "and put your final answer within \\boxed{}."
 )
+TOOL_CALL_INSTRUCTION = "Call a tool when it helps, and put your final answer within \\boxed{}."
 _TORL_PREAMBLE = "A conversation between User and Assistant. The user asks a question, and the Assistant solves it."
 _TORL_TURN = "User: " + TOOL_INSTRUCTION + "\n{question}\nAssistant:\n"
 
@@ -36,6 +44,8 @@ _TORL_TURN = "User: " + TOOL_INSTRUCTION + "\n{question}\nAssistant:\n"
 class FewShotExample:
     question: str
     solution: str  # what the assistant wrote, tool outputs included, ending with the boxed answer
+    # protocol tool_calls: the result of each </tool_call> in `solution`, sent back as a tool message
+    tool_results: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +65,14 @@ class PromptTemplate:
         if self.kind not in ("text", "chat"):
             raise ValueError(f"template {self.name!r}: kind must be 'text' or 'chat', not {self.kind!r}")
 
-    def render(self, question: str, tokenizer=None) -> str:
-        """The prompt as text. Chat templates need the tokenizer (its chat template renders it)."""
+    def render(self, question: str, tokenizer=None, *, tool_renderer=None) -> str:
+        """The prompt as text. Chat templates need the tokenizer (its chat template renders it);
+        `tool_renderer` (protocol tool_calls, a `torl.tir.chat_tools.ToolTurnRenderer`) adds the tools."""
+        if tool_renderer is not None:
+            if self.kind != "chat":
+                raise ValueError(f"template {self.name!r} is a text template; protocol tool_calls needs a chat "
+                                 "template (e.g. chat_tools)")
+            return tool_renderer.render(self._tool_messages(question, tool_renderer), add_generation_prompt=True)
         if self.kind == "text":
             shots = "".join(self._fill(ex.question) + ex.solution + self.separator for ex in self.examples)
             return self.preamble + shots + self._fill(question)
@@ -68,11 +84,26 @@ class PromptTemplate:
         messages.append({"role": "user", "content": self._fill(question)})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def encode(self, question: str, tokenizer) -> list[int]:
+    def encode(self, question: str, tokenizer, *, tool_renderer=None) -> list[int]:
         """Prompt token ids. Chat renderings already carry their special tokens; text ones get the
         tokenizer's usual ones (e.g. a BOS for Llama-style bases)."""
-        text = self.render(question, tokenizer)
+        text = self.render(question, tokenizer, tool_renderer=tool_renderer)
         return list(tokenizer(text, add_special_tokens=self.kind == "text").input_ids)
+
+    def _tool_messages(self, question: str, renderer) -> list[dict]:
+        system = renderer.system_prompt(self.system)
+        messages = [{"role": "system", "content": system}] if system else []
+        for ex in self.examples:
+            messages.append({"role": "user", "content": self._fill(ex.question)})
+            parts = ex.solution.split("</tool_call>")
+            if len(parts) - 1 != len(ex.tool_results):
+                raise ValueError(f"template {self.name!r}: an example has {len(parts) - 1} tool calls and "
+                                 f"{len(ex.tool_results)} tool_results")
+            for part, result in zip(parts, ex.tool_results, strict=False):
+                messages += [{"role": "assistant", "content": part + "</tool_call>"}, {"role": "tool", "content": result}]
+            messages.append({"role": "assistant", "content": parts[-1]})
+        messages.append({"role": "user", "content": self._fill(question)})
+        return messages
 
     def _fill(self, question: str) -> str:
         return self.turn.replace("{question}", question)
@@ -90,6 +121,17 @@ _FEWSHOT = (
 )
 _FEWSHOT_PREAMBLE = (
     "A conversation between User and Assistant. The Assistant can run Python code and puts the final answer in \\boxed{}.\n"
+)
+
+# The same two worked examples for protocol tool_calls: one calls python by tool call, one does not.
+_TOOL_FEWSHOT = (
+    FewShotExample(
+        question="What is 482 * 37?",
+        solution='<tool_call>\n{"name": "python", "arguments": {"code": "print(482 * 37)"}}\n</tool_call>'
+                 "The answer is \\boxed{17834}.",
+        tool_results=("17834",),
+    ),
+    FewShotExample(question="What is 15 + 27?", solution="15 + 27 = 42. The answer is \\boxed{42}."),
 )
 
 _REGISTRY: dict[str, PromptTemplate] = {}
@@ -124,7 +166,8 @@ def template_from_config(cfg: Mapping, *, register: bool = True) -> PromptTempla
         raise ValueError(f"template config needs 'name' and 'turn' (got unknown keys {sorted(unknown)})")
     examples: Sequence = cfg.pop("examples", ()) or ()
     cfg["stop"] = tuple(cfg.get("stop", ()))
-    template = PromptTemplate(**cfg, examples=tuple(FewShotExample(**ex) for ex in examples))
+    shots = tuple(FewShotExample(**{**ex, "tool_results": tuple(ex.get("tool_results", ()))}) for ex in examples)
+    template = PromptTemplate(**cfg, examples=shots)
     return register_template(template, overwrite=True) if register else template
 
 
@@ -142,3 +185,5 @@ register_template(
                    stop=("\nUser:",))
 )
 register_template(PromptTemplate("chat", kind="chat", turn="{question}\n\n" + TOOL_INSTRUCTION))
+register_template(PromptTemplate("chat_tools", kind="chat", turn="{question}\n\n" + TOOL_CALL_INSTRUCTION))
+register_template(PromptTemplate("chat_tools_fewshot", kind="chat", turn="{question}", examples=_TOOL_FEWSHOT))

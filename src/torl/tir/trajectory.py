@@ -20,7 +20,11 @@
   (``ExecResult.to_dict()``), ``observation`` (the text the model saw inside the output block),
   ``executed`` (true; false only for a call that hit a sandbox error and was not fed back),
   ``token_start``/``token_end`` (the span of completion_ids holding the appended interpreter
-  tokens, end exclusive).
+  tokens, end exclusive). Protocol ``tool_calls`` adds ``tool`` (the name called), ``arguments``,
+  ``error`` (null, or why the call failed: parse_error | unknown_tool | bad_arguments | tool_error |
+  timeout | budget -- the model was shown why) and ``latency_s``; ``code`` is then the python
+  tool's code, or the call's raw JSON for other tools. Several calls of one turn each get their
+  own span (their tool message), back to back.
 - ``skipped_calls`` (list[{code, reason}]): complete ```` ```python ```` blocks that did not run:
   ``reason`` = "over_budget" (written after the C-call budget was used up) or "not_last" (an
   earlier block in a turn: only the last block of a turn runs).
@@ -64,6 +68,10 @@ class ToolCall:
     executed: bool = True
     token_start: int = 0
     token_end: int = 0
+    tool: str = "python"               # protocol tool_calls: the tool called (or the name the model wrote)
+    arguments: dict | None = None      # tool_calls: the call's arguments as parsed
+    error: str | None = None           # tool_calls: parse_error | unknown_tool | bad_arguments | tool_error | timeout | budget
+    latency_s: float = 0.0             # tool_calls: how long the tool took
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -51,6 +51,24 @@ class TorlConfig:
         metadata={"help": "What runs a code block: output_fence (the model writes ```output, ToRL) | block_close "
                           "(its closing fence)."},
     )
+    # --- tool calls (torl.tir.chat_tools, torl.tools): chat models calling tools through their template
+    protocol: str = field(
+        default="code_blocks",
+        metadata={"help": "code_blocks (ToRL's ```python / ```output) | tool_calls (the chat template's hermes "
+                          "<tool_call> JSON; call_trigger then is call_end (default) | turn_end)."},
+    )
+    tools: list[str] = field(
+        default_factory=lambda: ["python"],
+        metadata={"help": "tool_calls: the tools by name: python, search, or ones registered with "
+                          "torl.tools.register_tool."},
+    )
+    search_corpus: str | None = field(default=None, metadata={"help": "The search tool's JSONL corpus."})
+    max_calls_per_tool: list[str] = field(
+        default_factory=list, metadata={"help": "tool_calls: per-tool budgets within C, as name=N (e.g. search=2)."},
+    )
+    error_marker: bool = field(
+        default=False, metadata={"help": "Wrap a failed call's output in <error>...</error> (both protocols)."},
+    )
     # --- learning signal (torl.train.update.signal): groups whose rewards are all equal carry no gradient
     zero_signal_updates: str = field(
         default="auto",
@@ -301,8 +319,10 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
         raise UserError(f"dump_samples_max must be >= 0 (0 = dump every response), got {c.dump_samples_max}")
     if c.max_observation_chars < 1:
         raise UserError(f"max_observation_chars must be >= 1, got {c.max_observation_chars}")
-    if c.call_trigger not in CALL_TRIGGERS:
+    if c.protocol == "code_blocks" and c.call_trigger not in CALL_TRIGGERS:
         raise UserError(f"call_trigger must be one of {', '.join(CALL_TRIGGERS)}, got {c.call_trigger!r}")
+    if c.protocol != "code_blocks":
+        tool_call_settings(c)
     if c.zero_signal_updates not in ZERO_SIGNAL_CHOICES:
         raise UserError(f"zero_signal_updates must be one of {', '.join(ZERO_SIGNAL_CHOICES)}, "
                         f"got {c.zero_signal_updates!r}")
@@ -353,6 +373,25 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
     health_config(c)  # thresholds checked by HealthConfig itself, under their config names
     _check_template(c.template)
     _check_model(c.model)
+
+
+def tool_call_settings(c: TorlConfig) -> dict:
+    """The task-spec fields of the tool-call settings, checked by building a spec (a bad one is one line)."""
+    from torl.tir.task import TaskSpec
+
+    budgets = {}
+    for item in c.max_calls_per_tool:
+        name, _, count = item.partition("=")
+        if not count.strip().isdigit():
+            raise UserError(f"max_calls_per_tool wants name=N (e.g. search=2), got {item!r}")
+        budgets[name.strip()] = int(count)
+    settings = {"protocol": c.protocol, "tools": tuple(c.tools), "search_corpus": c.search_corpus,
+                "max_calls_per_tool": budgets, "error_marker": c.error_marker}
+    try:
+        TaskSpec(template=c.template, call_trigger=c.call_trigger, **settings)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return settings
 
 
 def health_config(c: TorlConfig) -> HealthConfig:

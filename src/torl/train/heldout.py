@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from torl.metrics.behaviour import uses_code
-from torl.tir.loop import RolloutConfig, rollout_many
+from torl.tir.loop import RolloutConfig, encode_prompt, rollout_many
 
 
 def evaluate_heldout(engine, sandbox, loop, template, questions: list[dict], rollout_config: RolloutConfig,
@@ -20,7 +20,7 @@ def evaluate_heldout(engine, sandbox, loop, template, questions: list[dict], rol
     from torl.reward import score
 
     config = dataclasses.replace(rollout_config, temperature=0.0, seed=0)
-    prompt_ids = [template.encode(q["problem"], engine.tokenizer) for q in questions]
+    prompt_ids = [encode_prompt(template, q["problem"], engine.tokenizer, config) for q in questions]
     trajectories = loop.run(rollout_many(engine, sandbox, prompt_ids, config))
     rows = []
     for q, traj in zip(questions, trajectories, strict=True):

@@ -32,7 +32,7 @@ from torl.engines.base import Engine, Generation, SamplingParams
 from torl.errors import SandboxErrorsExceeded
 from torl.metrics.health import is_degenerate
 from torl.sandbox.base import Sandbox
-from torl.tir.loop import RolloutConfig, rollout_many
+from torl.tir.loop import RolloutConfig, encode_prompt, rollout_many
 from torl.tir.seeds import derive_seed
 from torl.tir.templates import PromptTemplate
 from torl.train.ranks import process_rank
@@ -157,6 +157,10 @@ class ToolRolloutFunc:
         stats.update({"time/rollout_s": rollout_s, "time/generation_s": split["generation"],
                       "time/tools_s": split["tools"]})
         dicts = [t.to_dict() for t in trajectories]
+        if self.rollout_config.protocol == "tool_calls":
+            from torl.tools.metrics import tool_call_metrics
+
+            stats.update(tool_call_metrics(dicts))
         env_mask = [t.loss_mask for t in trajectories]
         masked = None
         if self.filter_void_turns:  # SimpleTIR: no loss on responses with a void turn (module docstring)
@@ -187,8 +191,8 @@ class ToolRolloutFunc:
             raise RuntimeError(f"rollout_func got a prompt that is not a training question: {prompt[:80]!r}") from None
 
     def _rollout(self, questions: list[dict], seed: int | None):
-        prompt_ids = [self.template.encode(q["problem"], self.engine.tokenizer) for q in questions]
         config = dataclasses.replace(self.rollout_config, seed=seed)
+        prompt_ids = [encode_prompt(self.template, q["problem"], self.engine.tokenizer, config) for q in questions]
         return self.loop.run(rollout_many(self.engine, self.sandbox, prompt_ids, config))
 
     def _refill(self, questions, trajectories, group_size: int, seed: int | None):

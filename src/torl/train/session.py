@@ -231,12 +231,13 @@ class TrainingSession:
 def task_spec(cfg, args):
     """The run's task spec from its training config (the one place the two are mapped)."""
     from torl.tir.task import TaskSpec
+    from torl.train.config import tool_call_settings
 
     return TaskSpec(template=cfg.template, max_tool_calls=cfg.max_tool_calls, extra_stop=tuple(cfg.stop_strings),
                     max_response_tokens=args.max_completion_length, exec_timeout_s=cfg.sandbox_timeout_s,
                     exec_memory_mb=cfg.sandbox_memory_mb, call_trigger=cfg.call_trigger,
                     reward_scheme=cfg.reward_scheme, session=cfg.session,
-                    max_observation_chars=cfg.max_observation_chars)
+                    max_observation_chars=cfg.max_observation_chars, **tool_call_settings(cfg))
 
 
 async def _async_make_sandbox(cfg):

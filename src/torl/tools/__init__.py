@@ -1,0 +1,18 @@
+"""Tools for the `tool_calls` protocol: a registry (users add their own), `python` (the sandbox) and
+`search` (BM25 over a local corpus). See `torl.tools.registry` for how to register a tool."""
+
+from torl.tools.registry import (
+    BUILTIN_TOOLS,
+    FunctionTool,
+    Tool,
+    ToolContext,
+    ToolError,
+    ToolOutput,
+    ToolSet,
+    build_toolset,
+    register_tool,
+    tool_names,
+)
+
+__all__ = ["BUILTIN_TOOLS", "FunctionTool", "Tool", "ToolContext", "ToolError", "ToolOutput", "ToolSet",
+           "build_toolset", "register_tool", "tool_names"]
