@@ -95,7 +95,7 @@ def test_worker_wedged_in_c_is_killed_and_replaced():
     # SIGSTOP freezes the worker like a sympy call stuck in C code: no signal handler can run.
     pool = VerifierPool(workers=1)
     try:
-        assert pool.check("2", "4/2").equivalent
+        assert pool.check("2", "2.0").equivalent
         (worker,) = pool._all
         os.kill(worker.proc.pid, signal.SIGSTOP)
         verdict = pool.check("3", "3.0", timeout_s=0.5)
@@ -156,3 +156,29 @@ def test_closed_pool_refuses_clearly():
     pool.close()
     with pytest.raises(Exception, match="closed"):
         pool.check("1", "1")
+
+
+@pytest.mark.parametrize("gold, pred, expected", [
+    ("50464", r"608 \times 83", False),  # the question's own expression: the reward hack RL found on products
+    ("7", "3+4", False),
+    ("1024", "2^{10}", False),
+    ("2", "4/2", False),
+    ("50464", "50464", True),
+    ("50000", r"5 \times 10^{4}", True),  # scientific notation is a number
+    ("45", r"45^\circ", True),
+    ("0.5", r"\frac{1}{2}", True),
+    ("5", "-(-5)", True),  # signs are not operations
+])
+def test_a_numeric_gold_wants_the_number_not_an_expression_for_it(gold, pred, expected):
+    verdict = check(gold, pred)
+    assert verdict.equivalent is expected, verdict
+    if not expected:
+        assert verdict.reason == "unevaluated arithmetic: the answer must be the number"
+
+
+def test_the_hack_gets_no_reward_from_a_whole_response():
+    from torl.reward import score
+
+    hacked = score("Compute $608 \\times 83$.\nThe answer is $\\boxed{608 \\times 83}$.", "50464")
+    honest = score("The answer is $\\boxed{50464}$.", "50464")
+    assert (hacked.correct, hacked.reward) == (False, -1.0) and (honest.correct, honest.reward) == (True, 1.0)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 
 import sympy
 from math_verify import parse, verify
@@ -173,6 +174,11 @@ def _compare_one(gold: str, predicted: str) -> Verdict:
         same, g_try, p_try = _math_verify(g_alt, p_alt)
         if same:
             g_parsed, p_parsed = g_try, p_try
+    if same and _NUMBER.match(g.replace(" ", "")) and _unevaluated_arithmetic(p):
+        # A reward hack RL finds at once: answering a numeric question with its own expression
+        # (`\boxed{608 \times 83}`), which symbolic equality accepts. The answer must be the number.
+        return Verdict(False, gold_parsed=_shown(g_parsed), pred_parsed=_shown(p_parsed),
+                       reason="unevaluated arithmetic: the answer must be the number")
     if not _is_math(g_parsed):
         reason = "gold is not parseable math; compared as strings"
     elif not _is_math(p_parsed):
@@ -180,6 +186,19 @@ def _compare_one(gold: str, predicted: str) -> Verdict:
     else:
         reason = "mathematically equivalent" if same else "mathematically different"
     return Verdict(same, gold_parsed=_shown(g_parsed), pred_parsed=_shown(p_parsed), reason=reason)
+
+
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+# an operator between two operands (digits, braces, brackets); a leading minus sign is not one
+_ARITHMETIC = re.compile(r"[\d})\]]\s*(\\times|\\cdot|\\div|\\pm|[*×÷/+^-])\s*[\d{(\[\\-]")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
+_SCIENTIFIC = re.compile(r"^-?\d+(\.\d+)?\s*(\\times|\\cdot|×|\*)\s*10\s*\^\s*\{?\s*-?\d+\s*\}?$")
+
+
+def _unevaluated_arithmetic(answer: str) -> bool:
+    """`608 \\times 83`, `3+4`, `2^{10}`: an operation left for the reader; scientific notation is a number."""
+    a = _DEGREES.sub("", answer.strip().removeprefix("$").removesuffix("$").strip())  # 45^\\circ is a number
+    return bool(_ARITHMETIC.search(a)) and not _SCIENTIFIC.match(a)
 
 
 def parseable(answer: str) -> bool:
