@@ -86,7 +86,7 @@ class RolloutConfig:
             raise ValueError(f"call_trigger must be one of {', '.join(triggers)} under protocol {self.protocol}, "
                              f"not {self.call_trigger!r}")
         if self.protocol == "tool_calls" and self.toolset is None:
-            from torl.tools.registry import build_toolset
+            from torl.tools.toolset import build_toolset
 
             self.toolset = build_toolset(["python"], exec_timeout_s=self.exec_timeout or 10.0,
                                          exec_memory_mb=self.exec_memory_mb or 1024,

@@ -88,7 +88,7 @@ class TaskSpec:
 
     def toolset(self):
         """The task's tools (protocol tool_calls), built-ins configured from this spec."""
-        from torl.tools.registry import build_toolset
+        from torl.tools.toolset import build_toolset
 
         return build_toolset(self.tools, exec_timeout_s=self.exec_timeout_s, exec_memory_mb=self.exec_memory_mb,
                              max_observation_chars=self.max_observation_chars, search_corpus=self.search_corpus,

@@ -9,10 +9,10 @@ from torl.tools.registry import (
     ToolError,
     ToolOutput,
     ToolSet,
-    build_toolset,
     register_tool,
     tool_names,
 )
+from torl.tools.toolset import build_toolset
 
 __all__ = ["BUILTIN_TOOLS", "FunctionTool", "Tool", "ToolContext", "ToolError", "ToolOutput", "ToolSet",
            "build_toolset", "register_tool", "tool_names"]

@@ -32,7 +32,7 @@ import asyncio
 import dataclasses
 import inspect
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from torl.sandbox.result import ExecResult, ExecStatus
@@ -190,40 +190,6 @@ class ToolSet:
         return list(self.tools)
 
 
-def build_toolset(names: Iterable[str], *, exec_timeout_s: float = 10.0, exec_memory_mb: int = 1024,
-                  max_observation_chars: int = 512, search_corpus: str | None = None,
-                  max_calls: Mapping[str, int] | None = None) -> ToolSet:
-    """The named tools: built-ins configured from the task spec, the others from `register_tool`."""
-    tools: dict[str, Tool] = {}
-    for name in names:
-        if name == "python":
-            from torl.tools.python_tool import PythonTool
-
-            tool: Tool = PythonTool(timeout_s=exec_timeout_s, memory_mb=exec_memory_mb,
-                                    max_output_chars=max_observation_chars)
-        elif name == "search":
-            from torl.tools.search import SearchTool
-
-            if not search_corpus:
-                raise ValueError("the search tool needs a corpus: set search_corpus to a JSONL file of "
-                                 "{\"id\", \"text\"[, \"title\"]} documents")
-            tool = SearchTool.from_jsonl(search_corpus, max_output_chars=max(max_observation_chars, 256))
-        elif name in _USER_TOOLS:
-            tool = _USER_TOOLS[name]
-        else:
-            raise ValueError(f"unknown tool {name!r}; known: {', '.join(tool_names())} "
-                             "(register your own with torl.tools.register_tool)")
-        tools[name] = tool
-    for name, budget in (max_calls or {}).items():
-        if name not in tools:
-            raise ValueError(f"max_calls_per_tool names {name!r}, which is not among the tools {sorted(tools)}")
-        tools[name] = _with_budget(tools[name], budget)
-    return ToolSet(tools)
-
-
-def _with_budget(tool: Tool, budget: int) -> Tool:
-    import copy
-
-    limited = copy.copy(tool)
-    limited.max_calls = budget
-    return limited
+def registered_tool(name: str) -> Tool | None:
+    """The tool `register_tool` registered under `name`, if any."""
+    return _USER_TOOLS.get(name)
