@@ -14,6 +14,7 @@ the engine) is printed too: it moves less with other jobs' load, though a busy-p
 spends CPU without working.
 
     .venv/bin/python bench/generate.py                  # 2 rounds, ~10 min on 2 idle cores
+    .venv/bin/python bench/generate.py --threads 1      # on a machine other jobs share
     .venv/bin/python bench/generate.py --ablate         # also torl with each speed-up off
     .venv/bin/python bench/generate.py --smoke          # 4 prompts x 16 tokens, 1 round: it still runs
     python bench/generate.py --model DIR --device cuda --dtype bfloat16 --no-vllm   # any model (scripts/gpu_check.sh)
@@ -87,8 +88,13 @@ class TorlRunner:
         self.args = prompts, stop, max_tokens
         self.loop = asyncio.new_event_loop()  # the engine's queue stays on one loop across rounds
 
-    def round(self) -> tuple[int, float]:
+    def round(self) -> tuple[int, float, float]:
         return timed(lambda: self.loop.run_until_complete(run_engine(self.engine, *self.args)))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.engine.aclose())
+        self.loop.run_until_complete(asyncio.sleep(0.1))  # the cancelled batch server winds down
+        self.loop.close()
 
 
 class GenerateRunner:
@@ -103,7 +109,7 @@ class GenerateRunner:
         self.ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts], device=model.device)
         self.mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
 
-    def round(self) -> tuple[int, float]:
+    def round(self) -> tuple[int, float, float]:
         import torch
 
         def go():
@@ -146,7 +152,7 @@ class VLLMRunner:
         return answer["tokens"], answer["wall"], answer["cpu"]
 
     def close(self) -> None:
-        self.process.stdin.close()
+        self.process.stdin.close()  # the worker's loop ends and it shuts vLLM down
         self.process.wait(timeout=120)
 
 
@@ -229,8 +235,9 @@ def main() -> None:
                 print(f"round {round_index + 1} {name:28s} {tokens:5d} tokens {wall:7.1f} s {tokens / wall:7.1f} tok/s "
                       f"{cpu:7.1f} CPU-s {tokens / cpu:6.1f} tok/CPU-s", flush=True)
     finally:
-        if isinstance(runners.get("vllm-cpu"), VLLMRunner):
-            runners["vllm-cpu"].close()
+        for runner in runners.values():
+            if hasattr(runner, "close"):
+                runner.close()
     print("best round, tokens/s: " + "  ".join(f"{name} {rate:.1f}" for name, rate in best.items()))
     print("best round, tokens per CPU-second: " + "  ".join(f"{name} {rate:.1f}" for name, rate in best_cpu.items()))
     for baseline in ("vllm-cpu", "generate"):

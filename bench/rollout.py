@@ -203,7 +203,7 @@ def main() -> None:
     args = p.parse_args()
     if args.smoke:
         args.trajectories, args.step_time, args.latency, args.real = 8, 0.001, 0.01, True
-        args.engines, args.questions, args.max_tokens = "transformers", 4, 24
+        args.engines, args.questions, args.max_tokens = "transformers", 4, 16
     part1(args)
     if args.real:
         part2(args)
