@@ -68,7 +68,7 @@ def test_mistakes_are_one_line(tmp_path):
     bad = RECIPE.replace('turn: "Q: {question}\\nA:\\n"', 'turn: "Q:"')
     with pytest.raises(UserError, match=r"template mapping: .*must contain \{question\}"):
         validate(*parse_train_args(["--config", _recipe(tmp_path, bad)]))
-    with pytest.raises(UserError, match="unknown template 'nope'; choose one of chat, torl, torl_fewshot, torl_think, or give a mapping"):
+    with pytest.raises(UserError, match="unknown template 'nope'; choose one of chat, chat_tools, chat_tools_fewshot, torl, torl_fewshot, torl_think, or give a mapping"):
         validate(*parse_train_args(["--config", _recipe(tmp_path), "--template", "nope"]))
     with pytest.raises(UserError, match="max_observation_chars must be >= 1"):
         validate(*parse_train_args(["--config", _recipe(tmp_path), "--max_observation_chars", "0"]))
