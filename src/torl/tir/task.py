@@ -115,7 +115,10 @@ class TaskSpec:
 
 
 def run_model(run_dir: str | Path) -> str:
-    """The model a training run produced: its last checkpoint."""
+    """The model a training run produced: its merged model (a LoRA run's, `RUN_DIR/merged`), else its last checkpoint."""
+    merged = Path(run_dir) / "merged"
+    if (merged / "config.json").is_file():
+        return str(merged)
     checkpoints = RunLayout(run_dir).checkpoint_dirs()
     if not checkpoints:
         raise ValueError(f"{run_dir} has no checkpoints/checkpoint-N: the run saved no model yet")

@@ -171,20 +171,34 @@ def parse_train_args(argv: list[str]):
     Every problem the user can fix (unknown key, unreadable YAML, a setting this machine cannot
     run) becomes one `UserError` line.
     """
-    from trl import GRPOConfig, TrlParser
+    from trl import GRPOConfig
+
+    return parse_recipe(argv, (TorlConfig, GRPOConfig), "train")
+
+
+def parse_recipe(argv: list[str], dataclass_types: tuple, command: str) -> tuple:
+    """`--config recipe.yaml` plus `--<field> value` overrides into one instance of each dataclass
+    (TRL's `TrlParser`), for `torl <command>`; a user's mistake is one `UserError` line."""
+    from trl import TrlParser
 
     argv = list(argv)
     if "--config" in argv:
         at = argv.index("--config")
         if at + 1 >= len(argv):
-            raise UserError("--config needs a path: torl train --config configs/demo-cpu.yaml")
+            raise UserError(f"--config needs a path: torl {command} --config configs/<recipe>.yaml")
         if not Path(argv[at + 1]).is_file():
             raise UserError(f"config file not found: {argv[at + 1]} (recipes live in configs/)")
     _reject_gpu_only_flags_on_cpu(argv)
-    parser = TrlParser((TorlConfig, GRPOConfig), allow_abbrev=False)  # a typo must not match a longer name
-    parser.error = _raise_user_error  # argparse would print its 300-line usage and exit
+    parser = TrlParser(dataclass_types, allow_abbrev=False)  # a typo must not match a longer name
+
+    def raise_user_error(message: str):  # argparse would print its 300-line usage and exit
+        if message.startswith("unrecognized arguments:"):
+            message = f"unknown setting {message.split(':', 1)[1].split()[0].lstrip('-')!r} on the command line"
+        raise UserError(f"{message}; see `torl {command} --help`")
+
+    parser.error = raise_user_error
     try:
-        torl_cfg, grpo_cfg, from_file, from_cli = parser.parse_args_and_config(
+        *configs, from_file, from_cli = parser.parse_args_and_config(
             argv, return_remaining_strings=True, separate_remaining_strings=True
         )
     except ValueError as e:
@@ -192,14 +206,8 @@ def parse_train_args(argv: list[str]):
     unknown = [s for s in (from_file or []) + (from_cli or []) if s.startswith("--")]
     if unknown:
         where = "config file" if from_file else "command line"
-        raise UserError(f"unknown setting {unknown[0].lstrip('-')!r} in the {where}; see `torl train --help`")
-    return torl_cfg, grpo_cfg
-
-
-def _raise_user_error(message: str):
-    if message.startswith("unrecognized arguments:"):
-        message = f"unknown setting {message.split(':', 1)[1].split()[0].lstrip('-')!r} on the command line"
-    raise UserError(f"{message}; see `torl train --help`")
+        raise UserError(f"unknown setting {unknown[0].lstrip('-')!r} in the {where}; see `torl {command} --help`")
+    return tuple(configs)
 
 
 def _reject_gpu_only_flags_on_cpu(argv: list[str]) -> None:
