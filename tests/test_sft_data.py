@@ -161,7 +161,8 @@ def test_cli_bad_data_is_one_line_and_writes_no_run_dir(tmp_path):
     data.write_text('{"problem": "p", "response": "r"}\n')
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "torl.cli", "sft", "--config", str(REPO / "configs" / "sft-demo.yaml"),
-                           "--data", str(data), "--run_dir", str(run_dir)], capture_output=True, text=True)
+                           "--data", str(data), "--run_dir", str(run_dir)], check=False, capture_output=True,
+                          text=True)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("torl: error: ") and "no 'answer'" in lines[-1]
