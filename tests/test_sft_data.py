@@ -167,3 +167,25 @@ def test_cli_bad_data_is_one_line_and_writes_no_run_dir(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("torl: error: ") and "no 'answer'" in lines[-1]
     assert not run_dir.exists()
+
+
+def test_expert_data_carries_real_sandbox_outputs_and_drops_what_it_cannot_solve(tokenizer, tmp_path):
+    from torl.question import make_question
+    from torl.sandbox import LocalSandbox
+    from torl.sft.expert import write_expert_data
+
+    questions = [make_question("q1", "Compute $482 \\times 37$.", 17834),
+                 make_question("q2", "What is the remainder when $7^{100}$ is divided by $13$?", pow(7, 100, 13)),
+                 make_question("q3", "Compute $12 \\times 10$.", 121),  # a wrong gold: the output disagrees
+                 make_question("q4", "What is 15 + 27?", 42)]           # not a kind the expert knows
+    out = tmp_path / "expert.jsonl"
+    counts = write_expert_data(questions, out, LocalSandbox)
+    assert counts == {"questions": 4, "known": 3, "written": 2, "dropped": 1}
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["q1", "q2"]
+    assert rows[0]["response"] == expert_response("print(482 * 37)\n", "17834")
+    assert rows[1]["response"].endswith(f"\\boxed{{{pow(7, 100, 13)}}}.\n")
+    examples, _ = load_examples([str(out)], TaskSpec(template="torl_fewshot", call_trigger="block_close"), tokenizer)
+    tool = [tokenizer.decode([t for t, m in zip(ex.completion_ids, ex.loss_mask, strict=True) if m == 0])
+            for ex in examples]
+    assert tool == ["```output\n17834\n```\n", f"```output\n{pow(7, 100, 13)}\n```\n"]
