@@ -21,7 +21,7 @@ easy questions a model answers in its head, and a slice of GSM8K (read through
 ratio per family, behaviour metrics (`torl.analysis.behaviour`: error recovery, cross-checks, code
 on the easy questions), tokens per answer, wall time (training + evaluation), all measured here.
 The table is written to OUT/table.json and OUT/table.md as each row finishes, so a cut-short run
-keeps its finished rows.
+keeps its finished rows; run again with the same --out and finished trainings are reused.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ("base", "RL C=0", "SFT-TIR", "ToRL", "SFT→ToRL")
+ORDER = ("base", "SFT-TIR", "ToRL", "SFT→ToRL", "RL C=0")  # run order: the SFT-vs-RL rows first
 SETS = {"in-distribution": ("products (held-out)",),
         "shifted": ("products, reworded", "product ± c", "modular powers"),
         "general": ("easy (head)", "gsm8k")}
@@ -72,7 +73,7 @@ def main() -> int:
 
     results: dict[str, dict] = {}
     runs: dict[str, Path] = {}
-    for row in [r for r in ROWS if r in wanted]:
+    for row in [r for r in ORDER if r in wanted]:
         started = time.time()
         try:
             model, task = train_row(row, out, runs, args, demo_task)
@@ -116,6 +117,9 @@ def train_row(row: str, out: Path, runs: dict[str, Path], args, demo_task):
         from torl.sft.trainer import run_sft
 
         run = out / "sft"
+        if (run / "summary.json").is_file():  # finished in an earlier invocation with this --out
+            runs[row] = run
+            return run_model(run), TaskSpec.load(run)
         extra = ["--run_dir", str(run)]
         steps = args.sft_steps or (1 if args.smoke else None)
         if steps:
@@ -141,6 +145,9 @@ def train_row(row: str, out: Path, runs: dict[str, Path], args, demo_task):
             raise RowSkipped("needs the SFT-TIR row's run")
         extra += ["--model", str(runs["SFT-TIR"])]
     run = out / {"RL C=0": "rl-c0", "ToRL": "torl", "SFT→ToRL": "sft-torl"}[row]
+    if (run / "summary.json").is_file():  # finished in an earlier invocation with this --out
+        runs[row] = run
+        return run_model(run), TaskSpec.load(run)
     torl_cfg, grpo_cfg = parse_train_args(["--config", str(demo_recipe()), "--run_dir", str(run), *extra])
     if run_training(torl_cfg, grpo_cfg) != 0:
         raise RowSkipped("torl train failed")
