@@ -193,7 +193,7 @@ def test_expert_data_carries_real_sandbox_outputs_and_drops_what_it_cannot_solve
 
 def test_sft_demo_recipe_has_the_rl_demos_task_spec_and_training_questions():
     from torl.sft.config import parse_sft_args
-    from torl.train.config import TorlConfig, parse_train_args
+    from torl.train.config import parse_train_args
     from torl.train.data import load_questions
     from torl.train.session import task_spec
 
@@ -201,6 +201,4 @@ def test_sft_demo_recipe_has_the_rl_demos_task_spec_and_training_questions():
     settings, sft_cfg = parse_sft_args(["--config", str(REPO / "configs" / "sft-demo.yaml")])
     assert settings.task() == task_spec(torl_cfg, grpo_cfg)
     # the expert writes data for exactly the questions RL trains on; the held-out ones stay unseen
-    sft_split = TorlConfig(train_tasks=settings.train_tasks, train_task_count=settings.train_task_count,
-                           train_task_difficulty=settings.train_task_difficulty, eval_holdout=settings.eval_holdout)
-    assert load_questions(sft_split, seed=sft_cfg.seed) == load_questions(torl_cfg, seed=grpo_cfg.seed)
+    assert load_questions(settings.questions_config(), seed=sft_cfg.seed) == load_questions(torl_cfg, seed=grpo_cfg.seed)

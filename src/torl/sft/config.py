@@ -86,6 +86,16 @@ class SftSettings:
             raise UserError(str(e)) from None
 
 
+    def questions_config(self):
+        """The `TorlConfig` whose training questions and held-out split (`torl.train.data.load_questions`)
+        are this recipe's: `torl train` with the same task settings and seed trains on the same ones."""
+        from torl.train.config import TorlConfig
+
+        return TorlConfig(train_tasks=self.train_tasks, train_task_count=self.train_task_count,
+                          train_task_difficulty=self.train_task_difficulty, eval_holdout=self.eval_holdout,
+                          sandbox_timeout_s=self.sandbox_timeout_s, sandbox_memory_mb=self.sandbox_memory_mb)
+
+
 def parse_sft_args(argv: list[str]):
     """`--config recipe.yaml` plus overrides into `(SftSettings, SFTConfig)`."""
     from trl import SFTConfig

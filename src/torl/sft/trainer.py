@@ -115,12 +115,10 @@ def run_sft(settings: SftSettings, sft_cfg) -> int:
 def _write_expert_data(settings: SftSettings, seed: int, out_dir: Path) -> Path:
     """Expert TIR rows for the training questions `torl train` would use with these task settings."""
     from torl.sft.expert import write_expert_data
-    from torl.train.config import TorlConfig, make_sandbox
+    from torl.train.config import make_sandbox
     from torl.train.data import load_questions
 
-    torl_cfg = TorlConfig(train_tasks=settings.train_tasks, train_task_count=settings.train_task_count,
-                          train_task_difficulty=settings.train_task_difficulty, eval_holdout=settings.eval_holdout,
-                          sandbox_timeout_s=settings.sandbox_timeout_s, sandbox_memory_mb=settings.sandbox_memory_mb)
+    torl_cfg = settings.questions_config()
     train, heldout = load_questions(torl_cfg, seed=seed)
     if heldout:
         (out_dir / HELDOUT_FILE).write_text("".join(json.dumps(q) + "\n" for q in heldout))
