@@ -22,6 +22,7 @@ import yaml
 from torl.errors import UserError
 from torl.sft.config import SftSettings, validate
 from torl.sft.data import load_examples
+from torl.train.ranks import is_main_process
 from torl.train.run_dir import RunDir
 
 DATA_FILE = "sft_data.jsonl"          # expert data written for this run (text form)
@@ -34,7 +35,8 @@ def run_sft(settings: SftSettings, sft_cfg) -> int:
     started = time.time()
     task = validate(settings, sft_cfg)
     run = RunDir(settings.run_dir)
-    if run.root.exists() and any(run.root.iterdir()):
+    main = is_main_process()  # under accelerate/torchrun, rank 0 alone writes the run directory's files
+    if main and run.root.exists() and any(run.root.iterdir()):
         raise UserError(f"{run.root} already exists and is not empty; set another run_dir")
     import tempfile
 
@@ -59,18 +61,20 @@ def run_sft(settings: SftSettings, sft_cfg) -> int:
         if sft_cfg.max_length is not None and longest > sft_cfg.max_length:
             raise UserError(f"an example has {longest} tokens, more than max_length={sft_cfg.max_length}; raise "
                             "max_length (cutting it would train on a response without its end)")
-        run.prepare(resume=False)
-        if expert is not None:
+        if main:
+            run.prepare(resume=False)
+        if main and expert is not None:
             for name in (DATA_FILE, HELDOUT_FILE):
                 if (expert / name).exists():
                     shutil.copy(expert / name, run.root / name)
 
-    task.save(run.root)  # `torl eval --run` / `torl train --model` use exactly this protocol
     _point_trl_at_run_dir(sft_cfg, run)
-    run.config.write_text(yaml.safe_dump(
-        {"torl_sft": dataclasses.asdict(settings), "data_files": paths, "sft": _plain(sft_cfg.to_dict())},
-        sort_keys=False))
-    (run.root / DATA_REPORT).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    if main:
+        task.save(run.root)  # `torl eval --run` / `torl train --model` use exactly this protocol
+        run.config.write_text(yaml.safe_dump(
+            {"torl_sft": dataclasses.asdict(settings), "data_files": paths, "sft": _plain(sft_cfg.to_dict())},
+            sort_keys=False))
+        (run.root / DATA_REPORT).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     print(f"torl: sft on {report.used} examples ({', '.join(f'{n} {k}' for k, n in report.forms.items())} form; "
           f"{report.model_tokens} model / {report.tool_tokens} interpreter tokens)", file=sys.stderr)
 
@@ -100,8 +104,10 @@ def run_sft(settings: SftSettings, sft_cfg) -> int:
     if step and not (final / "config.json").exists() and not (final / "adapter_config.json").exists():
         trainer.save_model(str(final))  # the trained model is always the last checkpoint
     model_dir = final
-    if settings.lora_r:
+    if settings.lora_r:  # a collective under ZeRO-3/FSDP: every process; the main one writes
         model_dir = save_merged_model(trainer, tokenizer, run.root / "merged")
+    if not main:
+        return 0
     summary = {"kind": "sft", "status": status, "model": settings.model, "template": task.template,
                "max_tool_calls": task.max_tool_calls, "steps": step, "wall_s": time.time() - started,
                "data": paths, "data_report": report.to_dict(), "model_dir": str(model_dir),
