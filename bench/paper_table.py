@@ -52,6 +52,8 @@ def main() -> int:
     ap.add_argument("--rl-steps", type=int, default=None, help="GRPO steps per RL row (default: the demo's 4)")
     ap.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default: configs/sft-demo.yaml's)")
     ap.add_argument("--rows", default=",".join(ROWS), help="which rows, comma-separated")
+    ap.add_argument("--train-only", default="", help="rows to train (or reuse) but not evaluate, comma-separated: "
+                                                     "e.g. SFT-TIR when another invocation evaluates it")
     args = ap.parse_args()
     out = Path(args.out or REPO / "runs" / f"paper-table-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
@@ -81,6 +83,8 @@ def main() -> int:
             print(f"{row}: skipped ({e})", flush=True)
             continue
         trained_s = time.time() - started
+        if row in args.train_only.split(","):
+            continue
         results[row] = evaluate(model, task, sets, out / "eval" / row.replace(" ", "_").replace("→", "-"))
         results[row]["train_s"] = trained_s
         results[row]["wall_s"] = time.time() - started
