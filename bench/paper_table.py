@@ -73,7 +73,8 @@ def main() -> int:
     sets = question_sets(train, heldout, per_family, smoke=args.smoke)
     print(f"paper table -> {out}\nfamilies: " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()), flush=True)
 
-    results: dict[str, dict] = {}
+    table = out / "table.json"  # rows an earlier invocation with this --out finished are kept
+    results: dict[str, dict] = json.loads(table.read_text()) if table.is_file() else {}
     runs: dict[str, Path] = {}
     for row in [r for r in ORDER if r in wanted]:
         started = time.time()
