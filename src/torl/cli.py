@@ -16,6 +16,7 @@ from torl.errors import InfraError, UserError
 # Order is the order shown in `torl --help`.
 COMMAND_MODULES = [
     "torl.train.commands",
+    "torl.sft.commands",
     "torl.eval.commands",
     "torl.tir.commands",
     "torl.analysis.commands",

@@ -218,20 +218,38 @@ def parse_train_args(argv: list[str]):
     Every problem the user can fix (unknown key, unreadable YAML, a setting this machine cannot
     run) becomes one `UserError` line.
     """
-    from trl import GRPOConfig, TrlParser
+    from trl import GRPOConfig
+
+    torl_cfg, grpo_cfg = parse_recipe(argv, (TorlConfig, GRPOConfig), "train")
+    if "--config" in argv:  # where each setting came from, for messages that name the line to change
+        torl_cfg.recipe = argv[argv.index("--config") + 1]
+    torl_cfg.command_line = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--") and a != "--config"]
+    return torl_cfg, grpo_cfg
+
+
+def parse_recipe(argv: list[str], dataclass_types: tuple, command: str) -> tuple:
+    """`--config recipe.yaml` plus `--<field> value` overrides into one instance of each dataclass
+    (TRL's `TrlParser`), for `torl <command>`; a user's mistake is one `UserError` line."""
+    from trl import TrlParser
 
     argv = list(argv)
     if "--config" in argv:
         at = argv.index("--config")
         if at + 1 >= len(argv):
-            raise UserError("--config needs a path: torl train --config configs/demo-cpu.yaml")
+            raise UserError(f"--config needs a path: torl {command} --config configs/<recipe>.yaml")
         if not Path(argv[at + 1]).is_file():
             raise UserError(f"config file not found: {argv[at + 1]} (recipes live in configs/)")
     _reject_gpu_only_flags_on_cpu(argv)
-    parser = TrlParser((TorlConfig, GRPOConfig), allow_abbrev=False)  # a typo must not match a longer name
-    parser.error = _raise_user_error  # argparse would print its 300-line usage and exit
+    parser = TrlParser(dataclass_types, allow_abbrev=False)  # a typo must not match a longer name
+
+    def raise_user_error(message: str):  # argparse would print its 300-line usage and exit
+        if message.startswith("unrecognized arguments:"):
+            message = f"unknown setting {message.split(':', 1)[1].split()[0].lstrip('-')!r} on the command line"
+        raise UserError(f"{message}; see `torl {command} --help`")
+
+    parser.error = raise_user_error
     try:
-        torl_cfg, grpo_cfg, from_file, from_cli = parser.parse_args_and_config(
+        *configs, from_file, from_cli = parser.parse_args_and_config(
             argv, return_remaining_strings=True, separate_remaining_strings=True
         )
     except ValueError as e:
@@ -239,11 +257,8 @@ def parse_train_args(argv: list[str]):
     unknown = [s for s in (from_file or []) + (from_cli or []) if s.startswith("--")]
     if unknown:
         where = "config file" if from_file else "command line"
-        raise UserError(f"unknown setting {unknown[0].lstrip('-')!r} in the {where}; see `torl train --help`")
-    if "--config" in argv:
-        torl_cfg.recipe = argv[argv.index("--config") + 1]
-    torl_cfg.command_line = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--") and a != "--config"]
-    return torl_cfg, grpo_cfg
+        raise UserError(f"unknown setting {unknown[0].lstrip('-')!r} in the {where}; see `torl {command} --help`")
+    return tuple(configs)
 
 
 def setting_source(c: TorlConfig, name: str) -> str:
@@ -259,12 +274,6 @@ def setting_source(c: TorlConfig, name: str) -> str:
             if line.split("#", 1)[0].strip().startswith(f"{name}:"):
                 return f"{c.recipe} line {number} ({line.split('#', 1)[0].strip()})"
     return f"the default (add {name}: ... to the recipe)"
-
-
-def _raise_user_error(message: str):
-    if message.startswith("unrecognized arguments:"):
-        message = f"unknown setting {message.split(':', 1)[1].split()[0].lstrip('-')!r} on the command line"
-    raise UserError(f"{message}; see `torl train --help`")
 
 
 def _reject_gpu_only_flags_on_cpu(argv: list[str]) -> None:
@@ -368,11 +377,11 @@ def validate(torl_cfg: TorlConfig, grpo_cfg) -> None:
         raise UserError("use_vllm: torl runs its own rollout engine; set engine=vllm instead of use_vllm")
     if grpo_cfg.num_generations < 2:
         raise UserError("num_generations must be >= 2: GRPO compares samples of the same prompt")
-    _check_lora(c)
+    check_lora(c)
     _check_sampler_correction(c, grpo_cfg)
     health_config(c)  # thresholds checked by HealthConfig itself, under their config names
     _check_template(c.template)
-    _check_model(c.model)
+    check_model(c.model)
 
 
 def tool_call_settings(c: TorlConfig) -> dict:
@@ -467,7 +476,7 @@ def _check_sampler_correction(c: TorlConfig, grpo_cfg) -> None:
                         "(or importance_sampling_correction: off)")
 
 
-def _check_lora(c: TorlConfig) -> None:
+def check_lora(c: TorlConfig) -> None:
     if c.lora_r < 0:
         raise UserError(f"lora_r must be >= 0 (0 = full fine-tuning, e.g. 16 for a LoRA adapter), got {c.lora_r}")
     if c.lora_r == 0:
@@ -499,7 +508,7 @@ def _check_template(template: str | dict) -> None:
         raise UserError(f"unknown template {template!r}; choose one of {', '.join(known)}, or give a mapping")
 
 
-def _check_model(name: str) -> None:
+def check_model(name: str) -> None:
     from torl.engines.models import ModelNotFound, resolve_model
 
     try:

@@ -37,8 +37,10 @@ class RunDir(RunLayout):
         complete = [p for p in self.checkpoint_dirs() if (p / "trainer_state.json").exists()]
         return str(complete[-1]) if complete else None
 
-    def write_config(self, torl_cfg, grpo_cfg) -> None:
+    def write_config(self, torl_cfg, grpo_cfg, start: dict | None = None) -> None:
         resolved = {"torl": dataclasses.asdict(torl_cfg), "grpo": _plain(grpo_cfg.to_dict())}
+        if start:  # torl.train.start: the run the weights and task spec came from
+            resolved["start"] = start
         self.config.write_text(yaml.safe_dump(resolved, sort_keys=False))
 
     def write_summary(self, summary: dict) -> None:
@@ -65,6 +67,8 @@ def _readme(root: Path, s: dict) -> str:
         f"finished: {time.strftime('%Y-%m-%d %H:%M:%S')}  status: {s.get('status')}",
         (f"model: {s.get('model')}  template: {_template_name(s.get('template'))}  "
          f"C (max tool calls): {s.get('max_tool_calls')}"),
+        *([f"started from: {s['started_from']['model']} (run {s['started_from']['run']}, under its task_spec.json)"]
+          if s.get("started_from") else []),
         f"steps: {s.get('steps')}  wall time: {s.get('wall_s', 0):.0f} s  train questions: {s.get('train_questions')}",
         "",
     ]

@@ -18,6 +18,7 @@ from torl.train.config import check_sandbox, validate
 from torl.train.ranks import is_main_process
 from torl.train.run_dir import RunDir
 from torl.train.session import EngineFactory, TrainingSession
+from torl.train.start import resolve_start
 from torl.train.step_record import truncate_metrics
 
 
@@ -26,6 +27,7 @@ def run_training(torl_cfg, grpo_cfg, engine_factory: EngineFactory | None = None
 
     `engine_factory`: how the rollout engine is built (default: `torl.train.rollout_engine.build_engine`).
     """
+    start = resolve_start(torl_cfg)  # --model RUN_DIR: that run's weights and task spec (SFT→RL)
     validate(torl_cfg, grpo_cfg)
     if torl_cfg.max_tool_calls > 0:
         check_sandbox(torl_cfg)  # before any model loads: an unusable sandbox is a setup error
@@ -33,7 +35,7 @@ def run_training(torl_cfg, grpo_cfg, engine_factory: EngineFactory | None = None
     checkpoint = run.prepare(torl_cfg.resume)
     _point_trl_at_run_dir(grpo_cfg, run)
     if is_main_process():  # one writer for the run directory's shared files
-        run.write_config(torl_cfg, grpo_cfg)
+        run.write_config(torl_cfg, grpo_cfg, start)
     if checkpoint:
         step = json.loads((Path(checkpoint) / "trainer_state.json")
                           .read_text())["global_step"]
@@ -42,17 +44,20 @@ def run_training(torl_cfg, grpo_cfg, engine_factory: EngineFactory | None = None
             print(f"torl: resuming {run.root} from {checkpoint} (step {step})", file=sys.stderr)
 
     try:
-        return _train_in_session(torl_cfg, grpo_cfg, run, checkpoint, engine_factory)
+        return _train_in_session(torl_cfg, grpo_cfg, run, checkpoint, engine_factory, start)
     except InfraError as e:  # ours, not the model's (sandbox, verifier, token contract): stop loudly, keep checkpoints
         print(f"torl: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
 
 
-def _train_in_session(torl_cfg, grpo_cfg, run: RunDir, checkpoint: str | None, engine_factory) -> int:
+def _train_in_session(torl_cfg, grpo_cfg, run: RunDir, checkpoint: str | None, engine_factory,
+                      start: dict | None = None) -> int:
     started = time.time()
     main = is_main_process()
     with TrainingSession(torl_cfg, grpo_cfg, run, engine_factory) as session:
         summary = session.summary_base()
+        if start:
+            summary["started_from"] = start
         if torl_cfg.eval_before_after:
             summary["eval_before"] = session.evaluate("before", reuse=bool(checkpoint))
             if main:

@@ -1,0 +1,282 @@
+"""ToRL's comparison in miniature: base, RL without tools, SFT-TIR, ToRL, SFT→ToRL on the same questions.
+
+    python bench/paper_table.py --smoke        # every stage, tiny sizes (a few minutes): does it all run?
+    python bench/paper_table.py                # the demo's sizes (configs/demo-cpu.yaml, configs/sft-demo.yaml)
+    python bench/paper_table.py --out DIR      # default: runs/paper-table-<timestamp>
+
+Five rows, one run, SmolLM2-135M, the demo's training questions (192 products of a 3-digit and a
+2-digit number, seed 0, 32 held out) and the demo's task spec:
+
+- base: the model untrained (C = 1 available);
+- RL, C = 0: `torl train` on the demo recipe without tools (evaluated at C = 0, its own spec);
+- SFT-TIR: `torl sft` on expert TIR data in one fixed pattern (configs/sft-demo.yaml);
+- ToRL: `torl train` on the demo recipe at C = 1 from the base model;
+- SFT→ToRL: the same RL run started from the SFT-TIR run (`--model SFT_RUN_DIR`).
+
+Each is evaluated greedily under its own run's task spec on three sets, by question family:
+(a) in-distribution: the 32 held-out products; (b) shifted: products phrased otherwise, a product
+plus or minus a third number, modular powers -- all need code, none was trained on; (c) general:
+easy questions a model answers in its head, and a slice of GSM8K (read through
+`torl.eval.benchmarks`; left out with a note where no copy is found). Per row: accuracy and code
+ratio per family, behaviour metrics (`torl.metrics.behaviour`: error recovery, cross-checks, code
+on the easy questions), tokens per answer, wall time (training + evaluation), all measured here.
+The table is written to OUT/table.json and OUT/table.md as each row finishes, so a cut-short run
+keeps its finished rows; run again with the same --out and finished trainings are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = ("base", "RL C=0", "SFT-TIR", "ToRL", "SFT→ToRL")
+ORDER = ("base", "SFT-TIR", "ToRL", "SFT→ToRL", "RL C=0")  # run order: the SFT-vs-RL rows first
+SETS = {"in-distribution": ("products (held-out)",),
+        "shifted": ("products, reworded", "product ± c", "modular powers"),
+        "general": ("easy (head)", "gsm8k")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: every stage runs, the numbers mean nothing")
+    ap.add_argument("--out", default=None, help="default: runs/paper-table-<timestamp>")
+    ap.add_argument("--per-family", type=int, default=None, help="questions per evaluated family (default 8; smoke 2)")
+    ap.add_argument("--rl-steps", type=int, default=None, help="GRPO steps per RL row (default: the demo's 4)")
+    ap.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default: configs/sft-demo.yaml's)")
+    ap.add_argument("--rows", default=",".join(ROWS), help="which rows, comma-separated")
+    ap.add_argument("--train-only", default="", help="rows to train (or reuse) but not evaluate, comma-separated: "
+                                                     "e.g. SFT-TIR when another invocation evaluates it")
+    args = ap.parse_args()
+    out = Path(args.out or REPO / "runs" / f"paper-table-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    per_family = args.per_family or (2 if args.smoke else 8)
+    wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = set(wanted) - set(ROWS)
+    if unknown:
+        ap.error(f"unknown rows {sorted(unknown)}; rows are {', '.join(ROWS)}")
+
+    from torl.train.config import parse_train_args
+    from torl.train.data import load_questions
+    from torl.train.session import task_spec
+
+    torl_cfg, grpo_cfg = parse_train_args(["--config", str(demo_recipe())])
+    train, heldout = load_questions(torl_cfg, seed=grpo_cfg.seed)
+    demo_task = task_spec(torl_cfg, grpo_cfg)
+    sets = question_sets(train, heldout, per_family, smoke=args.smoke)
+    print(f"paper table -> {out}\nfamilies: " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()), flush=True)
+
+    table = out / "table.json"  # rows an earlier invocation with this --out finished are kept
+    results: dict[str, dict] = json.loads(table.read_text()) if table.is_file() else {}
+    runs: dict[str, Path] = {}
+    for row in [r for r in ORDER if r in wanted]:
+        started = time.time()
+        try:
+            model, task = train_row(row, out, runs, args, demo_task)
+        except RowSkipped as e:
+            print(f"{row}: skipped ({e})", flush=True)
+            continue
+        trained_s = time.time() - started
+        if row in args.train_only.split(","):
+            continue
+        results[row] = evaluate(model, task, sets, out / "eval" / row.replace(" ", "_").replace("→", "-"))
+        results[row]["train_s"] = trained_s
+        results[row]["wall_s"] = time.time() - started
+        results[row]["model"] = str(model)
+        write_tables(out, results, sets)
+        print(f"\n{row} done in {results[row]['wall_s'] / 60:.1f} min", flush=True)
+        print((out / "table.md").read_text(), flush=True)
+    return 0
+
+
+class RowSkipped(RuntimeError):
+    pass
+
+
+def demo_recipe(**changes) -> Path:
+    """configs/demo-cpu.yaml with `changes`, as a temporary recipe file."""
+    recipe = yaml.safe_load((REPO / "configs" / "demo-cpu.yaml").read_text())
+    recipe.update(eval_before_after=False, **changes)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(recipe, f)
+    return Path(f.name)
+
+
+def train_row(row: str, out: Path, runs: dict[str, Path], args, demo_task):
+    """(model to evaluate, task spec to evaluate it under) for `row`, training it first when it is trained."""
+    from torl.tir.task import TaskSpec, run_model
+
+    if row == "base":
+        from torl.engines.models import resolve_model
+
+        return resolve_model("smollm2-135m"), demo_task
+    if row == "SFT-TIR":
+        from torl.sft.config import parse_sft_args
+        from torl.sft.trainer import run_sft
+
+        run = out / "sft"
+        if (run / "summary.json").is_file():  # finished in an earlier invocation with this --out
+            runs[row] = run
+            return run_model(run), TaskSpec.load(run)
+        extra = ["--run_dir", str(run)]
+        steps = args.sft_steps or (1 if args.smoke else None)
+        if steps:
+            extra += ["--max_steps", str(steps), "--save_steps", str(steps)]
+        if args.smoke:
+            extra += ["--per_device_train_batch_size", "2"]
+        if run_sft(*parse_sft_args(["--config", str(REPO / "configs" / "sft-demo.yaml"), *extra])) != 0:
+            raise RowSkipped("torl sft failed")
+        runs[row] = run
+        return run_model(run), TaskSpec.load(run)
+    from torl.train.config import parse_train_args
+    from torl.train.trainer import run_training
+
+    steps = args.rl_steps or (1 if args.smoke else 4)
+    extra = ["--max_steps", str(steps), "--save_steps", str(steps)]
+    if args.smoke:
+        extra += ["--num_generations", "4", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+                  "--dynamic_sampling", "false"]
+    if row == "RL C=0":
+        extra += ["--max_tool_calls", "0"]
+    if row == "SFT→ToRL":
+        if "SFT-TIR" not in runs:
+            raise RowSkipped("needs the SFT-TIR row's run")
+        extra += ["--model", str(runs["SFT-TIR"])]
+    run = out / {"RL C=0": "rl-c0", "ToRL": "torl", "SFT→ToRL": "sft-torl"}[row]
+    if (run / "summary.json").is_file():  # finished in an earlier invocation with this --out
+        runs[row] = run
+        return run_model(run), TaskSpec.load(run)
+    torl_cfg, grpo_cfg = parse_train_args(["--config", str(demo_recipe()), "--run_dir", str(run), *extra])
+    if run_training(torl_cfg, grpo_cfg) != 0:
+        raise RowSkipped("torl train failed")
+    runs[row] = run
+    return run_model(run), TaskSpec.load(run)
+
+
+# --- the evaluation sets -------------------------------------------------------------------------
+
+def question_sets(train: list[dict], heldout: list[dict], n: int, smoke: bool) -> dict[str, list[dict]]:
+    from torl.data.synthetic import generate_tasks
+    from torl.question import make_question
+
+    rng = random.Random(1234)
+    seen = {q["problem"] for q in train + heldout}
+    reworded = []
+    phrasings = ("What is {a} multiplied by {b}?", "Multiply {a} by {b}.",
+                 "A warehouse has {b} shelves with {a} boxes on each shelf. How many boxes are there?",
+                 "Find the product of {a} and {b}.")
+    while len(reworded) < n:
+        a, b = rng.randint(100, 999), rng.randint(10, 99)
+        text = phrasings[len(reworded) % len(phrasings)].format(a=a, b=b)
+        if f"Compute ${a} \\times {b}$." not in seen:
+            reworded.append(make_question(f"reworded-{len(reworded)}", text, a * b))
+    shifted_sums = [make_question(r["id"], r["problem"], r["answer"])
+                    for r in generate_tasks(["arithmetic"], n, seed=1, difficulty=3)]
+    powers = [make_question(r["id"], r["problem"], r["answer"]) for r in generate_tasks(["modexp"], n, seed=1, difficulty=1)]
+    easy = []
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            a, b = rng.randint(1, 9), rng.randint(1, 9)
+            easy.append(make_question(f"easy-{i}", f"What is {a} + {b}?", a + b))
+        elif kind == 1:
+            a = rng.randint(5, 40)
+            easy.append(make_question(f"easy-{i}", f"What number comes right after {a}?", a + 1))
+        else:
+            a, b = rng.randint(6, 12), rng.randint(1, 5)
+            easy.append(make_question(f"easy-{i}", f"Tom has {a} apples and eats {b} of them. How many apples does "
+                                                   "he have left?", a - b))
+    sets = {"products (held-out)": heldout[: (n if smoke else len(heldout))], "products, reworded": reworded,
+            "product ± c": shifted_sums, "modular powers": powers, "easy (head)": easy}
+    try:
+        from torl.eval.benchmarks import load_benchmark
+
+        rows = load_benchmark("gsm8k", limit=n)
+        sets["gsm8k"] = [make_question(f"gsm8k-{r['question_id']}", r["problem"], r["gold"]) for r in rows]
+    except Exception as e:  # noqa: BLE001 - no local copy (a user's clone) or no hub access: say so, go on
+        print(f"gsm8k left out: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+    return sets
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+def evaluate(model_path, task, sets: dict[str, list[dict]], out_dir: Path) -> dict:
+    """Greedy rollouts of every question under `task`; behaviour metrics per family and overall."""
+    from torl.metrics.behaviour import behaviour_metrics
+    from torl.background_loop import BackgroundLoop
+    from torl.engines.transformers_engine import TransformersEngine
+    from torl.reward import score
+    from torl.tir.loop import rollout_many
+
+    started = time.time()
+    engine = TransformersEngine(str(model_path))
+    loop = BackgroundLoop("paper-table")
+    sandbox = loop.run(_sandbox(task)) if task.max_tool_calls > 0 else None
+    try:
+        template = task.prompt_template()
+        questions = [(family, q) for family, qs in sets.items() for q in qs]
+        prompts = [template.encode(q["problem"], engine.tokenizer) for _, q in questions]
+        config = task.rollout_config(temperature=0.0, seed=0, logprobs=False)
+        trajectories = [t.to_dict() for t in loop.run(rollout_many(engine, sandbox, prompts, config))]
+    finally:
+        for closer in (engine, sandbox):
+            if closer is not None:
+                loop.run(closer.aclose())
+        loop.close()
+    correct = [None if t["sandbox_error"] else bool(score(t["text"], q["gold"], scheme=task.reward_scheme,
+                                                         calls=t["calls"]).correct)
+               for (_, q), t in zip(questions, trajectories, strict=True)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "trajectories.jsonl").open("w") as f:
+        for (family, q), t, ok in zip(questions, trajectories, correct, strict=True):
+            f.write(json.dumps({"family": family, **q, "correct": ok, "text": t["text"],
+                                "model_tokens": t["model_tokens"], "calls": len(t["calls"])}) + "\n")
+    families = {}
+    for family in sets:
+        idx = [i for i, (f, _) in enumerate(questions) if f == family]
+        families[family] = behaviour_metrics([trajectories[i] for i in idx], [correct[i] for i in idx])
+    return {"families": families, "all": behaviour_metrics(trajectories, correct), "eval_s": time.time() - started,
+            "max_tool_calls": task.max_tool_calls}
+
+
+async def _sandbox(task):
+    from torl.sandbox import LocalSandbox, SandboxConfig
+
+    return LocalSandbox(SandboxConfig(timeout_s=task.exec_timeout_s, memory_mb=task.exec_memory_mb))
+
+
+# --- output --------------------------------------------------------------------------------------
+
+def _f(v, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def write_tables(out: Path, results: dict, sets: dict) -> None:
+    (out / "table.json").write_text(json.dumps(results, indent=2) + "\n")
+    families = [f for group in SETS.values() for f in group if f in sets]
+    lines = ["accuracy / code ratio, greedy, each row under its own task spec (C in brackets)", "",
+             "| row | " + " | ".join(f"{f} ({len(sets[f])})" for f in families) + " |",
+             "|---|" + "---|" * len(families)]
+    for row, r in results.items():
+        cells = [f"{_f(r['families'][f]['accuracy'])} / {_f(r['families'][f]['code_ratio'])}" for f in families]
+        lines.append(f"| {row} [C={r['max_tool_calls']}] | " + " | ".join(cells) + " |")
+    lines += ["", ("| row | error recovery | cross-check | code on easy | calls/answer | tokens/answer | train min | "
+                  "eval min |"), "|---|---|---|---|---|---|---|---|"]
+    for row, r in results.items():
+        a = r["all"]
+        easy = r["families"].get("easy (head)", {})
+        lines.append(f"| {row} | {_f(a['error_recovery_ratio'])} ({a['error_responses']}) | "
+                     f"{_f(a['cross_check_ratio'])} | {_f(easy.get('code_ratio'))} | {_f(a['calls_per_response'])} | "
+                     f"{_f(a['model_tokens'], 1)} | {r['train_s'] / 60:.1f} | {r['eval_s'] / 60:.1f} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
