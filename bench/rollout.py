@@ -128,7 +128,7 @@ def part1(args) -> None:
 
 def part2(args) -> None:
     from torl.engines import make_engine
-    from torl.sandbox.local import LocalSandbox
+    from torl.sandbox import LocalSandbox
     from torl.tir.templates import get_template
 
     rng = random.Random(args.seed)

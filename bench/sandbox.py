@@ -254,14 +254,19 @@ class _Child:
         self.proc.wait(timeout=120)
 
 
+def _is_sandbox_package(p: Path) -> bool:
+    """Either layout: worker.py at the top (before the wings) or in the local wing."""
+    return (p / "worker.py").is_file() or (p / "local" / "worker.py").is_file()
+
+
 def _baseline_root(path: str) -> str:
     """A directory to put on PYTHONPATH so that `torl.sandbox` is the baseline's."""
     p = Path(path).resolve()
-    if (p / "torl" / "sandbox" / "worker.py").is_file():
+    if _is_sandbox_package(p / "torl" / "sandbox"):
         return str(p)
-    if (p / "src" / "torl" / "sandbox" / "worker.py").is_file():
+    if _is_sandbox_package(p / "src" / "torl" / "sandbox"):
         return str(p / "src")
-    if (p / "worker.py").is_file():  # the sandbox package itself: give it a `torl` parent
+    if _is_sandbox_package(p):  # the sandbox package itself: give it a `torl` parent
         root = Path(tempfile.mkdtemp(prefix="torl-bench-baseline-"))
         (root / "torl").mkdir()
         (root / "torl" / "__init__.py").write_text("")

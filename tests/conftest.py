@@ -36,3 +36,43 @@ def save_tiny_llama(out: Path, *, hidden_size: int = 32, heads: int = 4, kv_head
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """One tiny random Llama (`save_tiny_llama`) for every test of the session that trains on CPU."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+# What the tiny CPU training recipes share; each test passes only what it changes.
+TINY_RECIPE = {
+    "template": "torl", "max_tool_calls": 1, "sandbox_workers": 1, "use_cpu": True, "bf16": False,
+    "num_generations": 4, "per_device_train_batch_size": 4, "max_completion_length": 48,
+    "learning_rate": 1.0e-2, "max_steps": 2, "save_steps": 1, "report_to": ["tensorboard"], "seed": 0,
+}
+
+
+def tiny_recipe(tmp_path: Path, model_dir: Path, *, name: str = "tiny.yaml", **overrides) -> Path:
+    """Write a tiny training recipe to `tmp_path/name` and return its path.
+
+    `model` is `model_dir` and `run_dir` is `tmp_path/run`; `overrides` replace TINY_RECIPE's keys or
+    add new ones, and a key given as None is left out.
+    """
+    import yaml
+
+    recipe = {"model": model_dir, **TINY_RECIPE, "run_dir": tmp_path / "run", **overrides}
+    plain = {k: [str(x) if isinstance(x, Path) else x for x in v] if isinstance(v, list)
+             else str(v) if isinstance(v, Path) else v for k, v in recipe.items() if v is not None}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(plain, sort_keys=False))
+    return path
+
+
+def write_questions(tmp_path: Path, questions, name: str = "questions.jsonl") -> Path:
+    """A train file of "Compute $a \\times b$." questions, one per (a, b), answer a*b."""
+    import json
+
+    path = tmp_path / name
+    path.write_text("".join(json.dumps({"id": f"q{a}x{b}", "problem": f"Compute ${a} \\times {b}$.",
+                                        "answer": str(a * b), "source": "test"}) + "\n" for a, b in questions))
+    return path

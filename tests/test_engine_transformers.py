@@ -36,7 +36,7 @@ def teacher_forced_logprobs(model, ids: list[int], start: int, temperature: floa
 
 
 async def test_real_rollout_masks_logprobs_and_text(engine):
-    from torl.sandbox.local import LocalSandbox
+    from torl.sandbox import LocalSandbox
 
     tok = engine.tokenizer
     # the few-shot template with its code example only: greedy then writes a python block

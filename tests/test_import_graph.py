@@ -140,3 +140,13 @@ def test_imports_point_one_way():
     assert _imports_into(graph, "torl.train", ("torl.analysis",)) == []
     # The policy update is a room of its own: the rest of training imports it, never the other way.
     assert _imports_into(graph, "torl.train.update", ("torl.train",), allowed="torl.train.update") == []
+
+
+def test_only_the_sandbox_opens_its_wings():
+    """RL, eval and the rest see the sandbox's interface (`torl.sandbox`, base, result, observation,
+    config, `make_sandbox`); the local backend and the HTTP server/client stay behind it."""
+    graph = import_graph()
+    wings = ("torl.sandbox.local", "torl.sandbox.http")
+    assert "torl.sandbox.local" in graph["torl.sandbox"]  # the check can see a wing being imported
+    outside = {m: edges for m, edges in graph.items() if m != "torl.sandbox" and not m.startswith("torl.sandbox.")}
+    assert _imports_into(outside, "torl", wings) == []

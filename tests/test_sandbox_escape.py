@@ -15,7 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from torl.sandbox import ExecStatus, InvalidCode, LocalSandbox, SandboxConfig, cgroups
+from torl.sandbox import ExecStatus, InvalidCode, LocalSandbox, SandboxConfig
+from torl.sandbox.local import cgroups
 
 AS_ROOT = os.geteuid() == 0
 TORL = str(Path(sys.executable).with_name("torl"))  # the console script, as a user runs it

@@ -24,7 +24,7 @@ from sandbox_fusion import (
     run_code,
 )
 
-from torl.sandbox.server import TOKEN_ENV
+from torl.sandbox.http.server import TOKEN_ENV
 
 TOKEN = "fusion-test-token"
 TORL = [sys.executable, "-c", "import sys; from torl.cli import main; sys.exit(main())"]

@@ -350,7 +350,7 @@ class _Gate(Sandbox):
 
 
 async def test_requests_beyond_the_run_queue_get_503_with_retry_after():
-    from torl.sandbox.server import create_app
+    from torl.sandbox.http.server import create_app
 
     sandbox = _Gate()
     app = create_app(sandbox, max_pending_runs=2)
@@ -473,7 +473,7 @@ def test_colliding_files_over_http_are_a_400_naming_them():
 def test_socket_buffers_are_bounded_on_both_cgroup_versions(tmp_path, v2):
     """v1 has a separate socket-buffer counter that must be switched on and set; v2 charges socket
     buffers to memory.max by default, so nothing beyond memory.max is written there."""
-    from torl.sandbox.cgroups import WorkerCgroups
+    from torl.sandbox.local.cgroups import WorkerCgroups
 
     files = ["memory.max", "memory.swap.max"] if v2 else [
         "memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "memory.kmem.tcp.limit_in_bytes"]
@@ -493,7 +493,7 @@ def test_socket_buffers_are_bounded_on_both_cgroup_versions(tmp_path, v2):
 
 
 async def test_pending_request_bodies_are_bounded_in_bytes_too():
-    from torl.sandbox.server import create_app
+    from torl.sandbox.http.server import create_app
 
     sandbox = _Gate()
     app = create_app(sandbox, max_pending_runs=100, max_request_bytes=1_000_000)  # bodies: 4 MB at once
@@ -512,8 +512,8 @@ async def test_pending_request_bodies_are_bounded_in_bytes_too():
 async def test_remote_client_waits_out_a_busy_server_even_for_a_session_block():
     """503 + Retry-After means nothing ran: RemoteSandbox sends the run again after the pause
     (not counting it as a failure), so back-pressure delays clients instead of failing them."""
-    from torl.sandbox.remote import RemoteSandbox
-    from torl.sandbox.server import create_app
+    from torl.sandbox.http.remote import RemoteSandbox
+    from torl.sandbox.http.server import create_app
 
     sandbox = _Gate()
     app = create_app(sandbox, max_pending_runs=1)
@@ -531,7 +531,7 @@ async def test_remote_client_waits_out_a_busy_server_even_for_a_session_block():
 
 async def test_a_refused_token_closes_its_connection():
     """Without the token a client holds no connection beyond the one answer."""
-    from torl.sandbox.server import create_app
+    from torl.sandbox.http.server import create_app
 
     app = create_app(_Gate(), token="s3cret")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:

@@ -1,5 +1,5 @@
 """Where the interpreter appears inside the sandbox (pure command construction, no worker)."""
-from torl.sandbox import isolation
+from torl.sandbox.local import isolation
 
 
 def test_paths_under_the_sandbox_tmpfs_are_mirrored(monkeypatch):

@@ -313,7 +313,8 @@ async def test_isolation_none_is_an_explicit_loud_opt_out():
 
 
 def test_unusable_isolation_refuses_at_start(monkeypatch):
-    from torl.sandbox import SandboxUnavailable, isolation
+    from torl.sandbox import SandboxUnavailable
+    from torl.sandbox.local import isolation
 
     def missing():
         raise isolation.IsolationError("bubblewrap (bwrap) not found")

@@ -24,14 +24,12 @@ import uvicorn
 
 from torl.sandbox.base import InvalidCode, Sandbox, SandboxUnavailable, UnknownSession
 from torl.sandbox.config import SandboxConfig
-from torl.sandbox.local import LocalSandbox
-from torl.sandbox.remote import (
+from torl.sandbox.http.remote import (
     RemoteSandbox,
     SessionsNotSupported,
     result_from_response,
 )
-from torl.sandbox.result import ExecResult, ExecStatus
-from torl.sandbox.server import (
+from torl.sandbox.http.server import (
     TOKEN_ENV,
     BadRequest,
     create_app,
@@ -40,6 +38,8 @@ from torl.sandbox.server import (
     to_fusion_response,
     uvicorn_config,
 )
+from torl.sandbox.local import LocalSandbox
+from torl.sandbox.result import ExecResult, ExecStatus
 
 # One result per status, with every field set, to check that nothing is lost on the wire.
 EVERY_STATUS = [

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import save_tiny_llama
+from conftest import tiny_recipe
 
 from torl.cli import UserError
 from torl.engines.scripted import ScriptedEngine
@@ -53,37 +53,14 @@ class RecordingEngine(ScriptedEngine):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def trained_run(tmp_path_factory, tiny_model_dir):
     """One real GRPO step on a tiny model (scripted rollouts), with a non-default protocol."""
     root = tmp_path_factory.mktemp("spec-run")
-    model_dir = save_tiny_llama(root / "tiny")
-    recipe = root / "tiny.yaml"
-    recipe.write_text(f"""
-model: {model_dir}
-template: torl_fewshot
-max_tool_calls: 2
-call_trigger: block_close
-stop_strings: ["\\nQ:"]
-sandbox_timeout_s: 3.0
-sandbox_memory_mb: 512
-sandbox_workers: 1
-reward_scheme: binary
-train_tasks: [arithmetic]
-train_task_difficulty: 1
-train_task_count: 4
-run_dir: {root / 'run'}
-use_cpu: true
-bf16: false
-gradient_checkpointing: false
-num_generations: 2
-per_device_train_batch_size: 2
-max_completion_length: 48
-max_steps: 1
-save_steps: 1
-eval_before_after: false
-report_to: [tensorboard]
-seed: 0
-""")
+    recipe = tiny_recipe(root, tiny_model_dir, template="torl_fewshot", max_tool_calls=2, call_trigger="block_close",
+                         stop_strings=["\nQ:"], sandbox_timeout_s=3.0, sandbox_memory_mb=512, reward_scheme="binary",
+                         train_tasks=["arithmetic"], train_task_difficulty=1, train_task_count=4,
+                         gradient_checkpointing=False, num_generations=2, per_device_train_batch_size=2,
+                         learning_rate=None, max_steps=1, eval_before_after=False)
     def scripted(kind, model, tokenizer, path, args):
         return ScriptedEngine(tokenizer, ["```python\nprint(2 * 3)\n```\n", "\\boxed{6}"]), False
 

@@ -1,8 +1,8 @@
 """The TIR loop with the real LocalSandbox (isolated worker processes) and the default observation."""
 
 from torl.engines.scripted import ScriptedEngine, ToyTokenizer
+from torl.sandbox import LocalSandbox
 from torl.sandbox.config import SandboxConfig
-from torl.sandbox.local import LocalSandbox
 from torl.tir.loop import RolloutConfig, rollout_many
 
 TURNS = [

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import save_tiny_llama
+from conftest import tiny_recipe, write_questions
 
 from torl.engines.scripted import ScriptedEngine
 from torl.errors import UserError
@@ -26,11 +26,6 @@ from torl.train.watch import STATE_FILE
 
 QUESTION = re.compile(r"Compute \$(\d+) \\times (\d+)\$")
 VOID = "I am not sure what that means."
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def _engine(answer):
@@ -57,29 +52,8 @@ half_void = _engine(lambda a, b, k: VOID if k % 2 else f"So \\boxed{{{a * b}}}."
 
 
 def _recipe(tmp_path: Path, model_dir: Path, *extra: str, questions=((2, 3), (4, 5))):
-    data = tmp_path / "questions.jsonl"
-    data.write_text("".join(json.dumps({"id": f"q{a}x{b}", "problem": f"Compute ${a} \\times {b}$.",
-                                        "answer": str(a * b), "source": "test"}) + "\n" for a, b in questions))
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(f"""
-model: {model_dir}
-template: torl
-max_tool_calls: 1
-sandbox_workers: 1
-train_files: [{data}]
-run_dir: {tmp_path / 'run'}
-use_cpu: true
-bf16: false
-num_generations: 4
-per_device_train_batch_size: 4
-max_completion_length: 48
-learning_rate: 1.0e-2
-max_steps: 2
-save_steps: 1
-save_only_model: true
-report_to: [tensorboard]
-seed: 0
-""")
+    data = write_questions(tmp_path, questions)
+    recipe = tiny_recipe(tmp_path, model_dir, train_files=[data], save_only_model=True)
     return parse_train_args(["--config", str(recipe), *extra])
 
 

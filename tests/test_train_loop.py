@@ -18,18 +18,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_tiny_llama
+from conftest import tiny_recipe
 
 from torl.engines.scripted import ScriptedEngine
 from torl.train.config import parse_train_args
 from torl.train.trainer import run_training
 
 QUESTION = re.compile(r"Compute \$(\d+) \\times (\d+)\$")
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def _scripted_engine(kind, model, tokenizer, model_path, grpo_cfg):
@@ -47,29 +42,9 @@ def _scripted_engine(kind, model, tokenizer, model_path, grpo_cfg):
 
 
 def _config(tmp_path: Path, model_dir: Path, *extra: str):
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(f"""
-model: {model_dir}
-template: torl
-max_tool_calls: 1
-sandbox_workers: 2
-train_tasks: [arithmetic]
-train_task_difficulty: 2
-train_task_count: 12
-run_dir: {tmp_path / 'run'}
-use_cpu: true
-bf16: false
-gradient_checkpointing: false
-num_generations: 4
-per_device_train_batch_size: 8
-gradient_accumulation_steps: 1
-max_completion_length: 64
-learning_rate: 1.0e-3
-max_steps: 2
-save_steps: 1
-report_to: [tensorboard]
-seed: 0
-""")
+    recipe = tiny_recipe(tmp_path, model_dir, sandbox_workers=2, train_tasks=["arithmetic"], train_task_difficulty=2,
+                         train_task_count=12, gradient_checkpointing=False, per_device_train_batch_size=8,
+                         gradient_accumulation_steps=1, max_completion_length=64, learning_rate=1.0e-3)
     return parse_train_args(["--config", str(recipe), *extra])
 
 

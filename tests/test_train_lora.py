@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import save_tiny_llama
+from conftest import tiny_recipe
 
 from torl.errors import UserError
 from torl.train.config import parse_train_args, validate
@@ -138,40 +138,15 @@ def test_full_fine_tuning_saves_the_model_as_it_is(tmp_path):
 # --- two GRPO steps with an adapter, transformers engine
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
 def _lora_run(tmp_path, model_dir, *, max_steps=2, save_steps=2, resume=False):
     """Settings and run directory of a 2-step LoRA run of the tiny model with the transformers engine."""
     from torl.train.run_dir import RunDir
     from torl.train.trainer import _point_trl_at_run_dir
 
-    recipe = tmp_path / "tiny-lora.yaml"
-    recipe.write_text(f"""
-model: {model_dir}
-engine: transformers
-template: torl
-max_tool_calls: 0
-train_tasks: [arithmetic]
-train_task_count: 12
-run_dir: {tmp_path / 'run'}
-lora_r: 4
-lora_alpha: 8
-use_cpu: true
-bf16: false
-gradient_checkpointing: false
-num_generations: 4
-per_device_train_batch_size: 8
-gradient_accumulation_steps: 1
-max_completion_length: 24
-learning_rate: 1.0e-2
-max_steps: {max_steps}
-save_steps: {save_steps}
-report_to: []
-seed: 0
-""")
+    recipe = tiny_recipe(tmp_path, model_dir, name="tiny-lora.yaml", engine="transformers", max_tool_calls=0,
+                         sandbox_workers=None, train_tasks=["arithmetic"], train_task_count=12, lora_r=4, lora_alpha=8,
+                         gradient_checkpointing=False, per_device_train_batch_size=8, gradient_accumulation_steps=1,
+                         max_completion_length=24, max_steps=max_steps, save_steps=save_steps, report_to=[])
     torl_cfg, grpo_cfg = parse_train_args(["--config", str(recipe)])
     validate(torl_cfg, grpo_cfg)
     run = RunDir(torl_cfg.run_dir)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import save_tiny_llama
+from conftest import tiny_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -26,35 +26,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
 def test_two_processes_train_and_share_one_run_directory(tmp_path, tiny_model_dir):
     run = tmp_path / "run"
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(f"""
-model: {tiny_model_dir}
-engine: transformers
-template: torl
-max_tool_calls: 1
-sandbox_workers: 1
-train_tasks: [arithmetic]
-train_task_count: 16
-eval_holdout: 4
-eval_before_after: true
-run_dir: {run}
-use_cpu: true
-bf16: false
-num_generations: 4
-per_device_train_batch_size: 4
-max_completion_length: 24
-max_steps: 2
-save_steps: 2
-report_to: [tensorboard]
-seed: 0
-""")
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, engine="transformers", train_tasks=["arithmetic"],
+                         train_task_count=16, eval_holdout=4, eval_before_after=True, max_completion_length=24,
+                         learning_rate=None, save_steps=2)
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),
@@ -91,25 +67,10 @@ def test_a_group_split_across_processes_samples_different_responses(tmp_path, ti
     # num_generations 4 > per-device batch 2: each GRPO group is split over the two processes. The rank is
     # part of every sampling seed (torl.tir.seeds), so the halves must not duplicate each other.
     run = tmp_path / "run"
-    recipe = tmp_path / "split.yaml"
-    recipe.write_text(f"""
-model: {tiny_model_dir}
-engine: transformers
-template: torl
-max_tool_calls: 0
-train_tasks: [arithmetic]
-train_task_count: 8
-run_dir: {run}
-use_cpu: true
-bf16: false
-num_generations: 4
-per_device_train_batch_size: 2
-max_completion_length: 16
-max_steps: 1
-save_steps: 100
-report_to: [tensorboard]
-seed: 0
-""")
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, name="split.yaml", engine="transformers", max_tool_calls=0,
+                         sandbox_workers=None, train_tasks=["arithmetic"], train_task_count=8,
+                         per_device_train_batch_size=2, max_completion_length=16, learning_rate=None, max_steps=1,
+                         save_steps=100)
     torchrun = Path(sys.executable).with_name("torchrun")
     command = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),
                "-m", "torl.cli", "train", "--config", str(recipe)]

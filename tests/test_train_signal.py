@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_tiny_llama
+from conftest import tiny_recipe, write_questions
 from trl import GRPOTrainer
 
 from torl.engines.scripted import ScriptedEngine
@@ -25,11 +25,6 @@ from torl.train.update.signal import group_has_signal, informative_groups
 pytestmark = pytest.mark.slow
 
 QUESTION = re.compile(r"Compute \$(\d+) \\times (\d+)\$")
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def _engine_factory(informative=lambda a, b: a % 2 == 0):
@@ -52,30 +47,8 @@ def _engine_factory(informative=lambda a, b: a % 2 == 0):
 
 
 def _recipe(tmp_path: Path, model_dir: Path, questions: list[tuple[int, int]], *extra: str):
-    data = tmp_path / "questions.jsonl"
-    data.write_text("".join(json.dumps({"id": f"q{a}x{b}", "problem": f"Compute ${a} \\times {b}$.",
-                                        "answer": str(a * b), "source": "test"}) + "\n"
-                            for a, b in questions))
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(f"""
-model: {model_dir}
-template: torl
-max_tool_calls: 1
-sandbox_workers: 1
-train_files: [{data}]
-run_dir: {tmp_path / 'run'}
-use_cpu: true
-bf16: false
-num_generations: 4
-per_device_train_batch_size: 4
-max_completion_length: 48
-learning_rate: 1.0e-2
-max_steps: 2
-save_steps: 1
-save_only_model: true
-report_to: [tensorboard]
-seed: 0
-""")
+    data = write_questions(tmp_path, questions)
+    recipe = tiny_recipe(tmp_path, model_dir, train_files=[data], save_only_model=True)
     return parse_train_args(["--config", str(recipe), *extra])
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_tiny_llama
+from conftest import save_tiny_llama, tiny_recipe, write_questions
 from trl import GRPOTrainer
 
 from torl.engines.base import Engine
@@ -180,11 +180,6 @@ def test_filtered_and_truncated_rows_expect_all_zero_masks():
 
 # --- training runs: a scripted policy scored by a perturbed copy of the trainer's model
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
 class PerturbedScorer(Engine):
     """The scripted turns, with the logprobs a perturbed copy of the policy gives them (tempered like
     TRL's: log_softmax(logits / temperature)). `noise` 0 = the trainer's weights exactly."""
@@ -224,29 +219,9 @@ def _factory(noise: float):
 
 
 def _recipe(tmp_path: Path, model_dir: Path, *extra: str):
-    data = tmp_path / "questions.jsonl"
-    data.write_text("".join(json.dumps({"id": f"q{a}x{b}", "problem": f"Compute ${a} \\times {b}$.",
-                                        "answer": str(a * b), "source": "test"}) + "\n"
-                            for a, b in [(12, 3), (25, 4)]))
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(f"""
-model: {model_dir}
-template: torl
-max_tool_calls: 1
-sandbox_workers: 1
-train_files: [{data}]
-run_dir: {tmp_path / 'run'}
-use_cpu: true
-bf16: false
-num_generations: 4
-per_device_train_batch_size: 4
-max_completion_length: 64
-learning_rate: 1.0e-2
-max_steps: 1
-save_steps: 100
-report_to: []
-seed: 0
-""")
+    data = write_questions(tmp_path, [(12, 3), (25, 4)])
+    recipe = tiny_recipe(tmp_path, model_dir, train_files=[data], max_completion_length=64, max_steps=1,
+                         save_steps=100, report_to=[])
     return parse_train_args(["--config", str(recipe), *extra])
 
 
@@ -380,28 +355,10 @@ def test_vllm_engine_logs_the_mismatch_and_applies_the_correction(tmp_path_facto
     scored = TorlReward.__call__
     monkeypatch.setattr(TorlReward, "__call__",  # spread the rewards: the loss must run
                         lambda self, *a, **k: [r + (i % 2) for i, r in enumerate(scored(self, *a, **k))])
-    recipe = tmp_path / "tiny-vllm.yaml"
-    recipe.write_text(f"""
-model: {model_dir}
-engine: vllm
-template: torl
-max_tool_calls: 1
-sandbox_workers: 2
-train_tasks: [arithmetic]
-train_task_count: 8
-run_dir: {tmp_path / 'run'}
-use_cpu: true
-bf16: false
-gradient_checkpointing: false
-num_generations: 4
-per_device_train_batch_size: 8
-max_completion_length: 32
-learning_rate: 1.0e-2
-max_steps: 1
-save_steps: 100
-report_to: []
-seed: 0
-""")
+    recipe = tiny_recipe(tmp_path, model_dir, name="tiny-vllm.yaml", engine="vllm", sandbox_workers=2,
+                         train_tasks=["arithmetic"], train_task_count=8, gradient_checkpointing=False,
+                         per_device_train_batch_size=8, max_completion_length=32, max_steps=1, save_steps=100,
+                         report_to=[])
     assert run_training(*parse_train_args(["--config", str(recipe)])) == 0
     (row,) = _rows(tmp_path)
     # fp32 on both sides: vLLM's kernels differ from the trainer's only in rounding

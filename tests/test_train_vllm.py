@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("vllm")
 
 import torch
-from conftest import save_tiny_llama
+from conftest import save_tiny_llama, tiny_recipe
 from transformers import TrainerCallback
 
 from torl.engines.base import SamplingParams
@@ -75,30 +75,10 @@ def test_two_grpo_steps_with_vllm_rollouts_keep_vllm_in_sync(tmp_path, tiny_mode
 
     monkeypatch.setattr(TorlReward, "__call__", spread)
 
-    recipe = tmp_path / "tiny-vllm.yaml"
-    recipe.write_text(f"""
-model: {tiny_model_dir}
-engine: vllm
-template: torl
-max_tool_calls: 1
-sandbox_workers: 2
-train_tasks: [arithmetic]
-train_task_count: 12
-eval_before_after: false
-run_dir: {tmp_path / 'run'}
-use_cpu: true
-bf16: false
-gradient_checkpointing: false
-num_generations: 4
-per_device_train_batch_size: 8
-gradient_accumulation_steps: 1
-max_completion_length: 48
-learning_rate: 1.0e-2
-max_steps: 2
-save_steps: 100
-report_to: [tensorboard]
-seed: 0
-""")
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, name="tiny-vllm.yaml", engine="vllm", sandbox_workers=2,
+                         train_tasks=["arithmetic"], train_task_count=12, eval_before_after=False,
+                         gradient_checkpointing=False, per_device_train_batch_size=8, gradient_accumulation_steps=1,
+                         save_steps=100)
     torl_cfg, grpo_cfg = parse_train_args(["--config", str(recipe)])
     validate(torl_cfg, grpo_cfg)  # engine=vllm without a GPU is accepted: this vLLM is the CPU build
     run = RunDir(torl_cfg.run_dir)
@@ -145,30 +125,10 @@ def test_lora_training_pushes_the_merged_adapter_into_vllm(tmp_path, tiny_model_
     scored = TorlReward.__call__
     monkeypatch.setattr(TorlReward, "__call__",
                         lambda self, *a, **k: [r + (i % 2) for i, r in enumerate(scored(self, *a, **k))])
-    recipe = tmp_path / "tiny-vllm-lora.yaml"
-    recipe.write_text(f"""
-model: {tiny_model_dir}
-engine: vllm
-template: torl
-max_tool_calls: 0
-train_tasks: [arithmetic]
-train_task_count: 12
-run_dir: {tmp_path / 'run'}
-lora_r: 4
-lora_alpha: 8
-use_cpu: true
-bf16: false
-gradient_checkpointing: false
-num_generations: 4
-per_device_train_batch_size: 8
-gradient_accumulation_steps: 1
-max_completion_length: 24
-learning_rate: 1.0e-2
-max_steps: 2
-save_steps: 100
-report_to: []
-seed: 0
-""")
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, name="tiny-vllm-lora.yaml", engine="vllm", max_tool_calls=0,
+                         sandbox_workers=None, train_tasks=["arithmetic"], train_task_count=12, lora_r=4, lora_alpha=8,
+                         gradient_checkpointing=False, per_device_train_batch_size=8, gradient_accumulation_steps=1,
+                         max_completion_length=24, save_steps=100, report_to=[])
     torl_cfg, grpo_cfg = parse_train_args(["--config", str(recipe)])
     validate(torl_cfg, grpo_cfg)
     run = RunDir(torl_cfg.run_dir)

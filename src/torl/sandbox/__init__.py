@@ -1,9 +1,14 @@
-"""Running untrusted, model-written Python: isolation, limits, warm workers; local and remote backends.
+"""Running untrusted, model-written Python: the interface that RL and eval code imports.
 
-    from torl.sandbox import LocalSandbox, format_observation
-    async with LocalSandbox() as sandbox:
+    from torl.sandbox import make_sandbox, format_observation
+    async with make_sandbox() as sandbox:
         result = await sandbox.run("print(2**10)")
         print(format_observation(result))
+
+This level is the whole contract: `Sandbox` (base.py), `ExecResult` (result.py), what the model sees
+(observation.py), limits (config.py), and `make_sandbox`. Behind it are two wings that code outside
+`torl.sandbox` never imports: `local/` (isolated warm workers on this machine: bwrap, seccomp,
+cgroups) and `http/` (the SandboxFusion-compatible server and its client).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ __all__ = ["ExecResult", "ExecStatus", "InvalidCode", "LocalSandbox", "Sandbox",
 def make_sandbox(config: SandboxConfig | None = None, *, url: str | None = None, **remote_options) -> Sandbox:
     """A local sandbox from `config`, or, given `url`, the remote backend talking to that server."""
     if url is not None:
-        from torl.sandbox.remote import (
+        from torl.sandbox.http.remote import (
             RemoteSandbox,  # lazy: the HTTP client is only needed here
         )
 

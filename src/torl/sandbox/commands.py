@@ -48,14 +48,14 @@ def register(subparsers) -> None:
 
 def _register_serve(sub) -> None:
     try:
-        from torl.sandbox.server import register_serve
+        from torl.sandbox.http.server import register_serve
     except ImportError as e:
         reason = f"{type(e).__name__}: {e}"
         serve = sub.add_parser("serve", help="HTTP sandbox server (unavailable: see `torl sandbox serve`)")
 
         def unavailable(args) -> int:
             from torl.errors import UserError
-            raise UserError(f"`torl sandbox serve` is unavailable because torl.sandbox.server failed to import "
+            raise UserError(f"`torl sandbox serve` is unavailable because torl.sandbox.http.server failed to import "
                             f"({reason}); reinstall torl with its dependencies (pip install -e .)")
 
         serve.set_defaults(func=unavailable)

@@ -99,7 +99,7 @@ async def _rollout(args, task):
     from torl.engines import make_engine
     from torl.engines.models import ModelNotFound
     from torl.errors import UserError
-    from torl.sandbox.local import LocalSandbox
+    from torl.sandbox import LocalSandbox
     from torl.tir.loop import encode_prompt, rollout
 
     try:

@@ -28,8 +28,8 @@ import httpx
 from torl.errors import SessionsNotSupported
 from torl.sandbox.base import InvalidCode, Sandbox, SandboxUnavailable, UnknownSession
 from torl.sandbox.config import check_utf8, encode_io, finite_float
+from torl.sandbox.http.server import TOKEN_ENV
 from torl.sandbox.result import ExecResult, ExecStatus
-from torl.sandbox.server import TOKEN_ENV
 
 HEALTH_SNIPPET = "print(6 * 7)"
 

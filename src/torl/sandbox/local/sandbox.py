@@ -28,11 +28,11 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from torl.errors import WorkerDied
-from torl.sandbox import cgroups, isolation
 from torl.sandbox.base import InvalidCode, Sandbox, SandboxUnavailable, UnknownSession
 from torl.sandbox.config import SandboxConfig
+from torl.sandbox.local import cgroups, isolation
+from torl.sandbox.local.worker import HEADER, encode_frame
 from torl.sandbox.result import ExecResult, ExecStatus
-from torl.sandbox.worker import HEADER, encode_frame
 
 log = logging.getLogger("torl.sandbox")
 

@@ -32,8 +32,8 @@ import sysconfig
 from pathlib import Path
 
 from torl.errors import IsolationError
-from torl.sandbox import cgroups as cgroups_mod
-from torl.sandbox import seccomp
+from torl.sandbox.local import cgroups as cgroups_mod
+from torl.sandbox.local import seccomp
 
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")
 WORKER_PATH_INSIDE = "/opt/torl-sandbox/worker.py"
