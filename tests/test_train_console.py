@@ -8,10 +8,10 @@ from torl.train.console import CompactProgress, step_line
 
 def test_step_line_keeps_the_watched_numbers_and_names_alarms():
     logs = {"loss": 0.0123, "reward": -0.25, "rewards/accuracy": 0.375, "tools/code_ratio": 0.5,
-            "signal/informative_groups": 1.0, "time/step_s": 41.7, "completions/clipped_ratio": 0.8,
+            "signal/informative_groups": 1.0, "signal/groups": 2.0, "time/step_s": 41.7, "completions/clipped_ratio": 0.8,
             "health/alarm_entropy_collapse": 1, "health/alarm_grad_spike": 0, "tools/pass_ratio": None}
     line = step_line(3, 4, logs)
-    assert line == ("step 3/4 | reward -0.250 | acc 0.375 | code 0.50 | signal 1.00 | loss 0.0123 | step 42s"
+    assert line == ("step 3/4 | reward -0.250 | acc 0.375 | code 0.50 | signal 1/2 | loss 0.0123 | step 42s"
                     " | alarms: entropy_collapse")
     assert "\n" not in line and "clipped" not in line
 

@@ -1,7 +1,7 @@
 """What a person watching `torl train` sees: one compact line per step, not TRL's raw dict of ~50 metrics.
 
 Everything else still goes to `RUN_DIR/metrics.jsonl` and TensorBoard (torl/metrics/METRICS.md). The line keeps the
-numbers people watch: reward, accuracy, code ratio, the share of GRPO groups with a learning signal,
+numbers people watch: reward, accuracy, code ratio, how many GRPO groups carry a learning signal,
 loss, step time, and any health alarm holding at that step.
 """
 
@@ -16,10 +16,14 @@ STEP_COLUMNS = (
     ("reward", "reward", "{:+.3f}"),
     ("rewards/accuracy", "acc", "{:.3f}"),
     ("tools/code_ratio", "code", "{:.2f}"),
-    ("signal/informative_groups", "signal", "{:.2f}"),
+    ("signal/informative_groups", "signal", "{:g}"),  # GRPO groups with a learning signal, "/ groups" appended
     ("loss", "loss", "{:.4g}"),
     ("time/step_s", "step", "{:.0f}s"),
 )
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def step_line(step: int, max_steps: int | None, logs: dict) -> str:
@@ -28,8 +32,11 @@ def step_line(step: int, max_steps: int | None, logs: dict) -> str:
     parts = [f"step {step}{total}"]
     for key, label, fmt in STEP_COLUMNS:
         value = logs.get(key)
-        if isinstance(value, int | float) and math.isfinite(value):
-            parts.append(f"{label} {fmt.format(value)}")
+        if _number(value):
+            text = f"{label} {fmt.format(value)}"
+            if key == "signal/informative_groups" and _number(logs.get("signal/groups")):
+                text += f"/{logs['signal/groups']:g}"
+            parts.append(text)
     alarms = sorted(k.removeprefix("health/alarm_") for k, v in logs.items()
                     if k.startswith("health/alarm_") and v)
     if alarms:
