@@ -5,7 +5,7 @@ arguments: `question_id` and `gold` are its parameter names (`torl.train.rewards
 row torl writes (training sample dumps, held-out rows, eval trajectories) carries the same three
 keys, which is how the report viewer and LIMR read them back.
 
-Record files on disk (`torl.data.records`, ../shared/data) call two of them `id` and `answer`;
+Record files on disk (`torl.data.records`, the shipped `torl/bundled_data`) call two of them `id` and `answer`;
 `torl.data.records.record_to_question` is the one place that maps them. This module imports nothing
 from torl, so every package can use it.
 """

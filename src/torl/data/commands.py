@@ -188,7 +188,8 @@ def cmd_sample(args) -> int:
                             max_length=args.max_length)
     cfg = SampleConfig(
         out_dir=args.out, model=args.model, run=args.run, engine=args.engine, base_url=args.base_url,
-        api_key=args.api_key, tokenizer=args.tokenizer, template=args.template, max_tool_calls=args.max_tool_calls,
+        api_key=args.api_key, tokenizer=args.tokenizer, device=args.device, template=args.template,
+        max_tool_calls=args.max_tool_calls,
         call_trigger=args.call_trigger, max_tokens=args.max_tokens, exec_timeout=args.exec_timeout,
         reward_scheme=args.reward_scheme, k=args.k, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
         concurrency=args.concurrency, sandbox_url=args.sandbox_url, filters=filters,
@@ -212,7 +213,7 @@ def _register_sample(sub) -> None:
     p.add_argument("--input", action="append", help="normalized records (.jsonl/.parquet: id, problem, answer, source); "
                                                     "repeatable")
     p.add_argument("--benchmark", help="or a benchmark name or file, read like `torl eval --benchmarks`")
-    p.add_argument("--data-dir", help="dir with <benchmark>.jsonl files (default: $TORL_DATA_DIR or ../shared/data/benchmarks)")
+    p.add_argument("--data-dir", help="dir with <benchmark>.jsonl files (default: $TORL_DATA_DIR, else the benchmarks shipped with torl)")
     p.add_argument("--problem-column", help="--benchmark file: column holding the problem text")
     p.add_argument("--answer-column", help="--benchmark file: column holding the gold answer")
     p.add_argument("--limit", type=int, help="only the first N questions")
@@ -223,6 +224,8 @@ def _register_sample(sub) -> None:
     p.add_argument("--base-url", help="--engine openai: the teacher's /v1 URL, e.g. http://localhost:8000/v1")
     p.add_argument("--api-key", help="--engine openai: bearer token, if the server wants one")
     p.add_argument("--tokenizer", help="--engine openai: the served model's tokenizer (HF id or path; default: --model)")
+    p.add_argument("--device", default="auto", help="--engine transformers: auto (default: cuda when torch sees a GPU, "
+                                                    "in bf16; else cpu) | cpu | cuda | cuda:N")
     p.add_argument("--template", help="prompt template (torl, torl_fewshot, chat, ...; default torl)")
     p.add_argument("--max-tool-calls", type=int, help="C: executed code calls per response (default 1)")
     p.add_argument("--call-trigger", choices=("output_fence", "block_close"),

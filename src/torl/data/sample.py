@@ -73,6 +73,7 @@ class SampleConfig:
     base_url: str | None = None
     api_key: str | None = None
     tokenizer: str | None = None          # engine=openai: the served model's tokenizer (default: model)
+    device: str = "auto"                  # engine=transformers: auto (cuda in bf16 when torch sees a GPU) | cpu | cuda[:N]
     template: str | None = None           # task-spec overrides (None = the run's value or TaskSpec's default)
     max_tool_calls: int | None = None
     call_trigger: str | None = None
@@ -109,6 +110,13 @@ class SampleConfig:
                 self.model = run_model(self.run)
         except ValueError as e:
             raise UserError(str(e)) from None
+        if self.engine == "transformers":
+            from torl.engines.models import pick_device
+
+            try:
+                self.device = pick_device(self.device)
+            except ValueError as e:
+                raise UserError(str(e)) from None
         if self.filters.require_code and self.task.max_tool_calls == 0:
             raise UserError("the task allows no code calls (max_tool_calls = 0), so every sample would fail the "
                             "code filter; raise --max-tool-calls or pass --allow-no-code")
