@@ -13,29 +13,38 @@ TrlParser((TorlConfig, GRPOConfig)).print_help()"
 
 
 def register(subparsers) -> None:
-    # Every argument goes to TRL's parser (TrlParser: --config YAML + --<field> overrides), so this
-    # sub-parser must not interpret "--..." itself: a prefix character no option uses makes argparse
-    # hand the whole remainder over untouched.
-    parser = subparsers.add_parser(
-        "train",
+    add_recipe_command(
+        subparsers, "train", run=_train,
         help="GRPO training with tool-integrated rollouts (TRL GRPOTrainer + torl rollouts)",
         description="Train a policy with GRPO on tool-integrated rollouts; writes a run directory.",
         usage="torl train --config configs/<recipe>.yaml [--<setting> <value> ...] [--resume]",
         epilog=TRAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        prefix_chars="+",
-        add_help=False,
     )
+
+
+def add_recipe_command(subparsers, name: str, *, run, help: str, description: str, usage: str, epilog: str) -> None:
+    """A sub-command whose arguments are a recipe and its overrides, all for TRL's parser (`torl train`,
+    `torl sft`): `run(settings)` gets them untouched; none, -h or --help print the usage and epilog."""
+    # Every argument goes to TRL's parser (TrlParser: --config YAML + --<field> overrides), so this
+    # sub-parser must not interpret "--..." itself: a prefix character no option uses makes argparse
+    # hand the whole remainder over untouched.
+    parser = subparsers.add_parser(name, help=help, description=description, usage=usage, epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, prefix_chars="+",
+                                   add_help=False)
     parser.add_argument("settings", nargs=argparse.REMAINDER)
-    parser.set_defaults(func=_train, _train_parser=parser)
+
+    def func(args) -> int:
+        if not args.settings or {"-h", "--help"} & set(args.settings):
+            parser.print_help()
+            return 0
+        return run(args.settings)
+
+    parser.set_defaults(func=func)
 
 
-def _train(args) -> int:
-    if not args.settings or {"-h", "--help"} & set(args.settings):
-        args._train_parser.print_help()
-        return 0
+def _train(settings: list[str]) -> int:
     from torl.train.config import parse_train_args
     from torl.train.trainer import run_training
 
-    torl_cfg, grpo_cfg = parse_train_args(args.settings)
+    torl_cfg, grpo_cfg = parse_train_args(settings)
     return run_training(torl_cfg, grpo_cfg)
