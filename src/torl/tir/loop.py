@@ -42,7 +42,13 @@ from torl.sandbox.result import ExecResult, ExecStatus
 from torl.tir.parsing import closes_python_block, complete_python_blocks
 from torl.tir.seeds import derive_seed
 from torl.tir.tool_turns import TOOL_CALL_TRIGGERS, run_tool_call_turns, wrap_error
-from torl.tir.trajectory import SkippedCall, ToolCall, Trajectory
+from torl.tir.trajectory import (
+    SkippedCall,
+    ToolCall,
+    Trajectory,
+    append_observation,
+    append_tokens,
+)
 from torl.tools.registry import ToolSet
 
 OUTPUT_FENCE = "```output"
@@ -121,7 +127,7 @@ async def rollout(
     try:
         if tool_calls:
             await run_tool_call_turns(engine, sandbox, traj, config, session, tool_renderer(tokenizer, config.toolset),
-                                      _add_model_text, _append)
+                                      _add_model_text)
         else:
             await _run_turns(engine, sandbox, tokenizer, traj, config, session)
     finally:
@@ -183,7 +189,7 @@ async def _run_turns(engine, sandbox, tokenizer, traj: Trajectory, config: Rollo
         if not gen.token_ids:
             raise RuntimeError(f"{type(engine).__name__} returned no tokens for a request with max_tokens={remaining}")
         traj.num_turns += 1
-        _append(traj, gen.token_ids, gen.logprobs, mask=1)
+        append_tokens(traj, gen.token_ids, gen.logprobs, mask=1)
         turn_text = _add_model_text(traj, tokenizer.decode(gen.token_ids, skip_special_tokens=True))
         blocks = complete_python_blocks(turn_text)
 
@@ -217,12 +223,7 @@ async def _run_turns(engine, sandbox, tokenizer, traj: Trajectory, config: Rollo
             observation = wrap_error(observation)
         appended = _observation_suffix(turn_text, observation, gen.stop_reason)
         ids = list(tokenizer(appended, add_special_tokens=False).input_ids)
-        room = config.max_response_tokens - len(traj.completion_ids)
-        cut = len(ids) > room
-        ids = ids[:room]
-        start = len(traj.completion_ids)
-        _append(traj, ids, None, mask=0)
-        traj.segments.append({"kind": "tool", "text": tokenizer.decode(ids, skip_special_tokens=True)})
+        start, cut = append_observation(traj, ids, tokenizer, config.max_response_tokens)
         traj.calls.append(ToolCall(code, result, observation, True, start, len(traj.completion_ids)))
         if cut:
             traj.truncated, traj.finish_reason = True, "length"
@@ -267,17 +268,6 @@ def _observation_suffix(turn_text: str, observation: str, stop: str) -> str:
         return block[len(tail):]
     fresh = block if block.startswith("\n") else "\n" + block
     return fresh[1:] if tail.endswith("\n") else fresh
-
-
-def _append(traj: Trajectory, ids: Sequence[int], logprobs: Sequence[float] | None, *, mask: int) -> None:
-    traj.completion_ids.extend(ids)
-    traj.loss_mask.extend([mask] * len(ids))
-    if traj.logprobs is None:
-        return
-    if mask and logprobs is None:
-        traj.logprobs = None  # the engine returned none: say so rather than invent values
-        return
-    traj.logprobs.extend(logprobs if mask else [0.0] * len(ids))
 
 
 async def rollout_many(

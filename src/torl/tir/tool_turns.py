@@ -20,7 +20,7 @@ from collections import Counter
 from torl.errors import SandboxFailure
 from torl.tir.seeds import derive_seed
 from torl.tir.tool_parsing import CALL_CLOSE, ParsedCall, parse_tool_calls
-from torl.tir.trajectory import SkippedCall, ToolCall
+from torl.tir.trajectory import SkippedCall, ToolCall, append_observation, append_tokens
 from torl.tools.registry import ToolContext, ToolOutput, error_output
 
 TOOL_CALL_TRIGGERS = ("call_end", "turn_end")
@@ -31,7 +31,7 @@ def wrap_error(text: str) -> str:
     return f"<error>\n{text}\n</error>"
 
 
-async def run_tool_call_turns(engine, sandbox, traj, config, session, renderer, add_model_text, append) -> None:
+async def run_tool_call_turns(engine, sandbox, traj, config, session, renderer, add_model_text) -> None:
     from torl.engines.base import SamplingParams
 
     tokenizer, tools = engine.tokenizer, config.toolset
@@ -51,7 +51,7 @@ async def run_tool_call_turns(engine, sandbox, traj, config, session, renderer, 
         if not gen.token_ids:
             raise RuntimeError(f"{type(engine).__name__} returned no tokens for a request with max_tokens={remaining}")
         traj.num_turns += 1
-        append(traj, gen.token_ids, gen.logprobs, mask=1)
+        append_tokens(traj, gen.token_ids, gen.logprobs, mask=1)
         turn_text = add_model_text(traj, tokenizer.decode(gen.token_ids, skip_special_tokens=True))
         parsed = parse_tool_calls(turn_text)
         ended_turn = gen.finish_reason == "stop" and not isinstance(gen.stop_reason, str)  # EOS
@@ -82,13 +82,7 @@ async def run_tool_call_turns(engine, sandbox, traj, config, session, renderer, 
         texts = [wrap_error(o.text) if o.error and config.error_marker else o.text for o in outputs]
         pieces = renderer.observation_pieces(texts, model_ended_turn=ended_turn)
         for call, output, text, piece in zip(run, outputs, texts, pieces, strict=True):
-            ids = renderer.encode(piece)
-            room = config.max_response_tokens - len(traj.completion_ids)
-            cut = len(ids) > room
-            ids = ids[:room]
-            start = len(traj.completion_ids)
-            append(traj, ids, None, mask=0)
-            traj.segments.append({"kind": "tool", "text": tokenizer.decode(ids, skip_special_tokens=True)})
+            start, cut = append_observation(traj, renderer.encode(piece), tokenizer, config.max_response_tokens)
             traj.calls.append(_record(call, output, text, True, start, len(traj.completion_ids)))
             if cut:
                 traj.truncated, traj.finish_reason = True, "length"

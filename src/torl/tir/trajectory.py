@@ -45,6 +45,7 @@ the four token lists, with ``prompt_tokens`` / ``completion_tokens`` (their leng
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from torl.sandbox.result import ExecResult
@@ -125,3 +126,29 @@ class Trajectory:
         d["calls"] = [ToolCall.from_dict(c) for c in d.get("calls", [])]
         d["skipped_calls"] = [SkippedCall(**s) for s in d.get("skipped_calls", [])]
         return cls(**d)
+
+
+def append_tokens(traj: Trajectory, ids: Sequence[int], logprobs: Sequence[float] | None, *, mask: int) -> None:
+    """Extend the completion: sampled tokens (mask 1, the engine's logprobs) or interpreter tokens (mask 0,
+    logprob 0.0)."""
+    traj.completion_ids.extend(ids)
+    traj.loss_mask.extend([mask] * len(ids))
+    if traj.logprobs is None:
+        return
+    if mask and logprobs is None:
+        traj.logprobs = None  # the engine returned none: say so rather than invent values
+        return
+    traj.logprobs.extend(logprobs if mask else [0.0] * len(ids))
+
+
+def append_observation(traj: Trajectory, ids: Sequence[int], tokenizer, max_response_tokens: int) -> tuple[int, bool]:
+    """One tool turn's tokens (mask 0), cut to the response budget, recorded as a "tool" segment.
+
+    Returns (where they start in the completion, whether the budget cut them)."""
+    room = max_response_tokens - len(traj.completion_ids)
+    cut = len(ids) > room
+    ids = list(ids)[:room]
+    start = len(traj.completion_ids)
+    append_tokens(traj, ids, None, mask=0)
+    traj.segments.append({"kind": "tool", "text": tokenizer.decode(ids, skip_special_tokens=True)})
+    return start, cut
