@@ -26,7 +26,7 @@ from torl.data.sample import (
 )
 from torl.engines.scripted import ScriptedEngine, ToyTokenizer
 from torl.errors import UserError
-from torl.sandbox.base import Sandbox
+from torl.sandbox.base import SandboxWrapper
 from torl.sandbox.result import ExecResult, ExecStatus
 from torl.tir.task import TaskSpec
 
@@ -166,28 +166,13 @@ def test_turning_filters_off_keeps_what_they_dropped(tmp_path):
     assert list(result.report.details["failing_each_check"]) == ["sandbox_error", "incorrect", "truncated"]
 
 
-class FailsOnOurSide(Sandbox):
+class FailsOnOurSide(SandboxWrapper):
     """The real local sandbox, except that code mentioning OURFAIL meets a (simulated) crash of ours."""
-
-    def __init__(self, inner):
-        self.inner = inner
 
     async def run(self, code, **kw):
         if "OURFAIL" in code:
             return ExecResult(ExecStatus.SANDBOX_ERROR, sandbox_message="worker died")
         return await self.inner.run(code, **kw)
-
-    async def open_session(self):
-        return await self.inner.open_session()
-
-    async def close_session(self, session):
-        await self.inner.close_session(session)
-
-    async def health_check(self):
-        await self.inner.health_check()
-
-    async def aclose(self):
-        await self.inner.aclose()
 
 
 def test_sandbox_errors_are_infrastructure_not_wrong_answers(tmp_path):

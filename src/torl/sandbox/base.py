@@ -106,3 +106,25 @@ class Sandbox(abc.ABC):
         if loop_thread is None:
             loop_thread = self.__dict__["_loop_thread"] = BackgroundLoop("torl-sandbox-loop")
         return loop_thread.run(coro)
+
+
+class SandboxWrapper(Sandbox):
+    """A sandbox that forwards every call to `inner`; subclasses override what they add (timing, a fault)."""
+
+    def __init__(self, inner: Sandbox) -> None:
+        self.inner = inner
+
+    async def run(self, code: str, **kw) -> ExecResult:
+        return await self.inner.run(code, **kw)
+
+    async def open_session(self) -> str:
+        return await self.inner.open_session()
+
+    async def close_session(self, session: str) -> None:
+        await self.inner.close_session(session)
+
+    async def health_check(self) -> None:
+        await self.inner.health_check()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -31,7 +31,7 @@ from torl.background_loop import BackgroundLoop
 from torl.engines.base import Engine, Generation, SamplingParams
 from torl.errors import SandboxErrorsExceeded
 from torl.metrics.health import is_degenerate
-from torl.sandbox.base import Sandbox
+from torl.sandbox.base import Sandbox, SandboxWrapper
 from torl.tir.loop import RolloutConfig, encode_prompt, rollout_many
 from torl.tir.seeds import derive_seed
 from torl.tir.templates import PromptTemplate
@@ -56,11 +56,12 @@ class TimedEngine(Engine):
             self.clock.leave("generation")
 
 
-class TimedSandbox(Sandbox):
+class TimedSandbox(SandboxWrapper):
     """Delegates to a sandbox, telling the clock when a code run is in flight."""
 
     def __init__(self, inner: Sandbox, clock: ActivityClock) -> None:
-        self.inner, self.clock = inner, clock
+        super().__init__(inner)
+        self.clock = clock
 
     async def run(self, code, **kw):
         self.clock.enter("tools")
@@ -68,18 +69,6 @@ class TimedSandbox(Sandbox):
             return await self.inner.run(code, **kw)
         finally:
             self.clock.leave("tools")
-
-    async def open_session(self):
-        return await self.inner.open_session()
-
-    async def close_session(self, session):
-        await self.inner.close_session(session)
-
-    async def health_check(self):
-        await self.inner.health_check()
-
-    async def aclose(self):
-        await self.inner.aclose()
 
 
 @dataclasses.dataclass(frozen=True)
