@@ -47,7 +47,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 # What the tiny CPU training recipes share; each test passes only what it changes.
 TINY_RECIPE = {
     "template": "torl", "max_tool_calls": 1, "sandbox_workers": 1, "use_cpu": True, "bf16": False,
-    "num_generations": 4, "per_device_train_batch_size": 4, "max_completion_length": 48,
+    "num_generations": 4, "per_device_train_batch_size": 4, "max_response_tokens": 48,
     "learning_rate": 1.0e-2, "max_steps": 2, "save_steps": 1, "report_to": ["tensorboard"], "seed": 0,
 }
 

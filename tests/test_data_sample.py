@@ -86,7 +86,7 @@ def test_rejection_sampling_keeps_only_what_its_filters_allow_and_records_the_sp
     tokenizer = ToyTokenizer()
     questions = load_questions([str(records_file(tmp_path, [("a", "What is 6*7?", "42"),
                                                             ("b", "What is 2+3?", "5")]))], None)
-    cfg = SampleConfig(out_dir=str(tmp_path / "out"), model="scripted", k=len(VARIANTS), max_tokens=MAX_TOKENS,
+    cfg = SampleConfig(out_dir=str(tmp_path / "out"), model="scripted", k=len(VARIANTS), overrides={"max_response_tokens": MAX_TOKENS},
                        filters=SampleFilters(max_length=MAX_LENGTH), concurrency=16)
     result = sample_questions(questions, cfg, engine_factory=scripted_factory(tokenizer))
     path = write_outputs(result, cfg)
@@ -140,7 +140,7 @@ def test_a_runs_task_spec_is_used_and_recorded_with_overrides(tmp_path):
     TaskSpec(template="torl_fewshot", call_trigger="block_close", max_tool_calls=2, max_response_tokens=300).save(run)
     tokenizer = ToyTokenizer()
     questions = load_questions([str(records_file(tmp_path, [("a", "What is 6*7?", "42")]))], None)
-    cfg = SampleConfig(out_dir=str(tmp_path / "out"), run=str(run), model="scripted", k=1, max_tool_calls=1)
+    cfg = SampleConfig(out_dir=str(tmp_path / "out"), run=str(run), model="scripted", k=1, overrides={"max_tool_calls": 1})
     result = sample_questions(questions, cfg, engine_factory=scripted_factory(tokenizer))
     write_outputs(result, cfg)
     spec = TaskSpec.load(tmp_path / "out")
@@ -157,7 +157,7 @@ def test_a_runs_task_spec_is_used_and_recorded_with_overrides(tmp_path):
 def test_turning_filters_off_keeps_what_they_dropped(tmp_path):
     tokenizer = ToyTokenizer()
     questions = load_questions([str(records_file(tmp_path, [("a", "What is 6*7?", "42")]))], None)
-    cfg = SampleConfig(out_dir=str(tmp_path / "out"), model="scripted", k=len(VARIANTS), max_tokens=MAX_TOKENS,
+    cfg = SampleConfig(out_dir=str(tmp_path / "out"), model="scripted", k=len(VARIANTS), overrides={"max_response_tokens": MAX_TOKENS},
                        filters=SampleFilters(require_code=False, require_clean_calls=False), concurrency=16)
     result = sample_questions(questions, cfg, engine_factory=scripted_factory(tokenizer))
     kept = sorted(re.match(r"\(v(\d)\)", r["response"]).group(1) for r in result.rows)
@@ -192,7 +192,7 @@ def test_sandbox_errors_are_infrastructure_not_wrong_answers(tmp_path):
     tokenizer = ToyTokenizer()
     questions = load_questions([str(records_file(tmp_path, [("a", "What is 6*7?", "42"),
                                                             ("c", "OURFAIL: what is 1?", "1")]))], None)
-    kw = {"model": "scripted", "k": 3, "max_tokens": MAX_TOKENS, "concurrency": 8}
+    kw = {"model": "scripted", "k": 3, "overrides": {"max_response_tokens": MAX_TOKENS}, "concurrency": 8}
     cfg = SampleConfig(out_dir=str(tmp_path / "out"), max_sandbox_error_share=0.5, **kw)
     result = sample_questions(questions, cfg, engine_factory=scripted_factory(tokenizer),
                               sandbox_factory=sandbox_factory, scorer=scorer)
@@ -225,7 +225,7 @@ def test_out_dir_with_other_files_is_refused_and_an_earlier_output_replaced(tmp_
     tokenizer = ToyTokenizer()
     questions = load_questions([str(records)], None)
     for k in (len(VARIANTS), 1):
-        cfg = SampleConfig(out_dir=str(tmp_path / "out"), model="scripted", k=k, max_tokens=MAX_TOKENS)
+        cfg = SampleConfig(out_dir=str(tmp_path / "out"), model="scripted", k=k, overrides={"max_response_tokens": MAX_TOKENS})
         write_outputs(sample_questions(questions, cfg, engine_factory=scripted_factory(tokenizer)), cfg)
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["n_in"] == 1  # the second run replaced the first
@@ -305,7 +305,7 @@ def garbage_server():
 
 def teacher_argv(records, out, base_url):
     return ["data", "sample", "--input", str(records), "--out", str(out), "--engine", "openai", "--model", "teacher",
-            "--tokenizer", "smollm2-135m", "--base-url", base_url, "--k", "2", "--max-tokens", "32", "--quiet"]
+            "--tokenizer", "smollm2-135m", "--base-url", base_url, "--k", "2", "--max-response-tokens", "32", "--quiet"]
 
 
 def one_error_line(capsys) -> str:

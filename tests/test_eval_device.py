@@ -72,15 +72,15 @@ def test_the_budget_comes_from_the_run_else_matches_the_recipes(tmp_path):
 
     recipe = parse_train_args(["--config", str(REPO / "configs" / "torl-1.5b.yaml"), "--bf16", "false"])[1]
     assert EvalConfig(model="m", benchmarks=["x"], out_dir=str(tmp_path)).task.max_response_tokens \
-        == recipe.max_completion_length == 3072
+        == recipe.max_completion_length == 3072  # TRL's copy follows max_response_tokens
     run = tmp_path / "run"
     run.mkdir()
     TaskSpec(template="torl_fewshot", max_response_tokens=96, session=True, max_observation_chars=100).save(run)
     cfg = EvalConfig(model="m", run=str(run), benchmarks=["x"], out_dir=str(tmp_path / "o"))
     assert (cfg.task.max_response_tokens, cfg.task.session, cfg.task.max_observation_chars) == (96, True, 100)
     assert json.loads(json.dumps(cfg.settings()))["task"]["max_response_tokens"] == 96
-    overridden = EvalConfig(model="m", run=str(run), benchmarks=["x"], out_dir=str(tmp_path / "o"), session=False,
-                            max_observation_chars=40, max_tokens=50)
+    overridden = EvalConfig(model="m", run=str(run), benchmarks=["x"], out_dir=str(tmp_path / "o"), 
+                            overrides={"session": False, "max_observation_chars": 40, "max_response_tokens": 50})
     assert (overridden.task.session, overridden.task.max_observation_chars,
             overridden.task.max_response_tokens) == (False, 40, 50)
     assert set(overridden.task_overrides) == {"session", "max_observation_chars", "max_response_tokens"}

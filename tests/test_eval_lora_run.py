@@ -44,7 +44,7 @@ gradient_checkpointing: false
 num_generations: 4
 per_device_train_batch_size: 8
 gradient_accumulation_steps: 1
-max_completion_length: 16
+max_response_tokens: 16
 learning_rate: 1.0e-2
 max_steps: 1
 save_steps: 1

@@ -19,7 +19,8 @@ def test_two_runs_give_identical_results_and_manifests(tmp_path):
                      + json.dumps({"id": "b", "problem": "What is 2+2?", "answer": "4"}) + "\n")
     results = []
     for out in ("first", "second"):
-        cfg = EvalConfig(model=str(model), benchmarks=[str(bench)], out_dir=str(tmp_path / out), max_tokens=24,
+        cfg = EvalConfig(model=str(model), benchmarks=[str(bench)], out_dir=str(tmp_path / out),
+                         overrides={"max_response_tokens": 24},
                          temperature=0.8, top_p=0.9, n=2, seed=7, device="cpu")
         run_eval(cfg, progress=False)
         results.append(json.loads((tmp_path / out / "results.json").read_text()))
@@ -35,7 +36,7 @@ def test_two_runs_give_identical_results_and_manifests(tmp_path):
     assert manifest["model"]["path"] == str(model)
     assert manifest["model"]["weights_sha256"] == weights_sha256(model) and len(manifest["model"]["weights_sha256"]) == 64
     assert manifest["task"]["max_response_tokens"] == 24 and manifest["task"]["template"] == "torl"
-    assert manifest["decoding"] == {"temperature": 0.8, "top_p": 0.9, "n": 2, "max_tokens": 24}
+    assert manifest["decoding"] == {"temperature": 0.8, "top_p": 0.9, "n": 2}
     assert manifest["engine"] == {"name": "transformers", "device": "cpu"}
     entry = manifest["benchmarks"][str(bench)]
     assert entry["sha256"] == file_sha256(bench) and entry["problems"] == 2 and entry["question_ids"] == ["a", "b"]

@@ -63,8 +63,12 @@ def bench_files(tmp_path):
 
 
 def config(tmp_path, data, **kw):
+    """An EvalConfig over `data`; keywords named like task-spec fields change the task."""
+    from torl.tir.task import task_field_names
+
+    task = {"max_response_tokens": 200, **{k: kw.pop(k) for k in list(kw) if k in task_field_names()}}
     base = {"model": "scripted", "benchmarks": ["arith", "tiny"], "out_dir": str(tmp_path / "out"),
-            "data_dir": str(data), "max_tokens": 200, "concurrency": 4}
+            "data_dir": str(data), "concurrency": 4, "overrides": task}
     return EvalConfig(**{**base, **kw})
 
 
@@ -128,7 +132,7 @@ def test_resume_refuses_a_different_task_spec(tmp_path, bench_files):
     with pytest.raises(UserError, match=r"other settings \(task.max_observation_chars: 512 -> 256\)"):
         run_eval(config(tmp_path, bench_files, limit=1, run=str(run)), **kw)
     with pytest.raises(UserError, match=r"task.exec_timeout_s: 10.0 -> 3.0"):
-        run_eval(config(tmp_path, bench_files, limit=1, exec_timeout=3.0), **kw)
+        run_eval(config(tmp_path, bench_files, limit=1, exec_timeout_s=3.0), **kw)
 
 
 def test_n_samples_report_avg_and_pass_at_k(tmp_path, bench_files):

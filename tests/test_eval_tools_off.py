@@ -84,8 +84,12 @@ def data(tmp_path):
 
 
 def config(tmp_path, data, **kw):
+    """An EvalConfig over `data`; keywords named like task-spec fields change the task."""
+    from torl.tir.task import task_field_names
+
+    task = {"max_response_tokens": 200, **{k: kw.pop(k) for k in list(kw) if k in task_field_names()}}
     base = {"model": "scripted", "benchmarks": ["arith", "code"], "out_dir": str(tmp_path / "out"),
-            "data_dir": str(data), "max_tokens": 200, "concurrency": 4}
+            "data_dir": str(data), "concurrency": 4, "overrides": task}
     return EvalConfig(**{**base, **kw})
 
 

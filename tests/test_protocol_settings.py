@@ -8,8 +8,7 @@ import json
 import pytest
 
 from torl.errors import UserError
-from torl.train.config import parse_train_args, validate
-from torl.train.session import task_spec
+from torl.train.config import parse_train_args, task_spec, validate
 
 RECIPE = """
 model: smollm2-135m
@@ -37,7 +36,7 @@ def _recipe(tmp_path, text=RECIPE):
 def test_recipe_settings_reach_the_task_spec(tmp_path):
     torl_cfg, grpo_cfg = parse_train_args(["--config", _recipe(tmp_path)])
     validate(torl_cfg, grpo_cfg)
-    task = task_spec(torl_cfg, grpo_cfg)
+    task = task_spec(torl_cfg)
     assert task.session is True and task.max_observation_chars == 200
     prompt = task.prompt_template().render("What is 5 * 7?")
     assert prompt.startswith("Solve it with Python when it helps.\nQ: What is 2 * 3?\nA:\n```python")
@@ -57,11 +56,11 @@ def test_command_line_overrides(tmp_path):
     torl_cfg, grpo_cfg = parse_train_args(["--config", _recipe(tmp_path), "--session", "false",
                                            "--max_observation_chars", "64", "--template", "torl"])
     validate(torl_cfg, grpo_cfg)
-    task = task_spec(torl_cfg, grpo_cfg)
+    task = task_spec(torl_cfg)
     assert (task.session, task.max_observation_chars, task.template) == (False, 64, "torl")
     mapping = '{"name": "bare", "turn": "{question} ="}'
     torl_cfg, grpo_cfg = parse_train_args(["--config", _recipe(tmp_path), "--template", mapping])
-    assert task_spec(torl_cfg, grpo_cfg).prompt_template().render("1+1") == "1+1 ="
+    assert task_spec(torl_cfg).prompt_template().render("1+1") == "1+1 ="
 
 
 def test_mistakes_are_one_line(tmp_path):

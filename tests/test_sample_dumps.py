@@ -27,7 +27,7 @@ bf16: false
 gradient_checkpointing: false
 num_generations: 2
 per_device_train_batch_size: 8
-max_completion_length: 8
+max_response_tokens: 8
 max_steps: 1
 save_steps: 1
 report_to: []

@@ -193,12 +193,11 @@ def test_expert_data_carries_real_sandbox_outputs_and_drops_what_it_cannot_solve
 
 def test_sft_demo_recipe_has_the_rl_demos_task_spec_and_training_questions():
     from torl.sft.config import parse_sft_args
-    from torl.train.config import parse_train_args
+    from torl.train.config import parse_train_args, task_spec
     from torl.train.data import load_questions
-    from torl.train.session import task_spec
 
     torl_cfg, grpo_cfg = parse_train_args(["--config", str(REPO / "configs" / "demo-cpu.yaml")])
     settings, sft_cfg = parse_sft_args(["--config", str(REPO / "configs" / "sft-demo.yaml")])
-    assert settings.task() == task_spec(torl_cfg, grpo_cfg)
+    assert settings.task() == task_spec(torl_cfg)
     # the expert writes data for exactly the questions RL trains on; the held-out ones stay unseen
     assert load_questions(settings.questions_config(), seed=sft_cfg.seed) == load_questions(torl_cfg, seed=grpo_cfg.seed)

@@ -28,11 +28,11 @@ def test_a_run_directory_gives_its_last_checkpoint_and_its_task_spec(tmp_path):
     cfg = TorlConfig(model=str(root), template="torl_fewshot", max_tool_calls=1)
     start = resolve_start(cfg)
     assert cfg.model == str(root / "checkpoints" / "checkpoint-10")
-    assert (cfg.template, cfg.max_tool_calls, cfg.stop_strings, cfg.call_trigger, cfg.sandbox_timeout_s,
+    assert (cfg.template, cfg.max_tool_calls, cfg.extra_stop, cfg.call_trigger, cfg.exec_timeout_s,
             cfg.reward_scheme) == ("torl", 2, ["\nUser:"], "block_close", 7.0, "binary")
     assert start["run"] == str(root) and start["given"] == str(root) and start["task_spec"] == spec.to_dict()
     assert start["changed"]["template"] == {"from": "torl_fewshot", "to": "torl"}
-    assert "sandbox_memory_mb" not in start["changed"]  # unchanged fields are not reported
+    assert "exec_memory_mb" not in start["changed"]  # unchanged fields are not reported
 
 
 def test_a_checkpoint_of_a_run_keeps_that_checkpoint_and_takes_the_runs_spec(tmp_path):
@@ -51,12 +51,14 @@ def test_a_lora_runs_merged_model_is_preferred(tmp_path):
     assert cfg.model == str(root / "merged")
 
 
-def test_plain_models_are_left_alone_and_a_spec_torl_train_cannot_follow_is_refused(tmp_path):
+def test_plain_models_are_left_alone_and_every_task_field_is_adopted(tmp_path):
     cfg = TorlConfig(model="smollm2-135m")
     assert resolve_start(cfg) is None and cfg.model == "smollm2-135m"
-    root = _run(tmp_path, TaskSpec(template="torl", session=True))
-    with pytest.raises(UserError, match="session=True"):
-        resolve_start(TorlConfig(model=str(root)))
+    spec = TaskSpec(template="torl", session=True, max_observation_chars=200, max_response_tokens=64)
+    cfg = TorlConfig(model=str(_run(tmp_path, spec)))
+    start = resolve_start(cfg)
+    assert cfg.task() == spec  # one vocabulary: the recipe can say everything the spec says
+    assert start["changed"]["session"] == {"from": False, "to": True}
     empty = tmp_path / "no-checkpoints"
     empty.mkdir()
     (empty / "task_spec.json").write_text(json.dumps(TaskSpec().to_dict()))

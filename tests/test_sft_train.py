@@ -200,7 +200,7 @@ bf16: false
 num_generations: 4
 per_device_train_batch_size: 4
 gradient_accumulation_steps: 1
-max_completion_length: 64
+max_response_tokens: 64
 max_steps: 1
 save_steps: 1
 save_only_model: true

@@ -33,7 +33,7 @@ def test_spec_defaults_validation_and_roundtrip(tmp_path):
 
 
 def test_eval_without_a_run_uses_the_spec_defaults_and_the_template_stops():
-    cfg = EvalConfig(model="m", benchmarks=["b"], out_dir="o", template="torl_fewshot")
+    cfg = EvalConfig(model="m", benchmarks=["b"], out_dir="o", overrides={"template": "torl_fewshot"})
     assert cfg.task == TaskSpec(template="torl_fewshot")
     assert "\nUser:" in cfg.task.rollout_config(temperature=0.0).stop_strings
     with pytest.raises(UserError, match="--run"):
@@ -57,7 +57,7 @@ def trained_run(tmp_path_factory, tiny_model_dir):
     """One real GRPO step on a tiny model (scripted rollouts), with a non-default protocol."""
     root = tmp_path_factory.mktemp("spec-run")
     recipe = tiny_recipe(root, tiny_model_dir, template="torl_fewshot", max_tool_calls=2, call_trigger="block_close",
-                         stop_strings=["\nQ:"], sandbox_timeout_s=3.0, sandbox_memory_mb=512, reward_scheme="binary",
+                         extra_stop=["\nQ:"], exec_timeout_s=3.0, exec_memory_mb=512, reward_scheme="binary",
                          train_tasks=["arithmetic"], train_task_difficulty=1, train_task_count=4,
                          gradient_checkpointing=False, num_generations=2, per_device_train_batch_size=2,
                          learning_rate=None, max_steps=1, eval_before_after=False)
@@ -101,7 +101,8 @@ def test_eval_run_reproduces_the_training_protocol(trained_run, tmp_path):
 
 
 def test_eval_run_flag_overrides_one_field_and_records_it(trained_run, tmp_path):
-    cfg = EvalConfig(model=None, run=str(trained_run), benchmarks=["b"], out_dir=str(tmp_path), max_tool_calls=0)
+    cfg = EvalConfig(model=None, run=str(trained_run), benchmarks=["b"], out_dir=str(tmp_path),
+                     overrides={"max_tool_calls": 0})
     assert cfg.task.max_tool_calls == 0 and cfg.task.template == "torl_fewshot"
     assert cfg.settings()["task_overrides"] == {"max_tool_calls": {"from": 2, "to": 0}}
 
@@ -126,8 +127,7 @@ def test_rollout_run_uses_the_recorded_spec(trained_run, monkeypatch):
 
     monkeypatch.setattr(commands, "_rollout", fake_rollout)
     monkeypatch.setattr(commands, "_print_readable", lambda *a: None)
-    args = argparse.Namespace(run=str(trained_run), model=None, template=None, max_tool_calls=None, call_trigger=None,
-                              max_tokens=None, session=None, max_observation_chars=None, engine="transformers",
-                              device="cpu", question="q", answer=None, json=False)
+    args = argparse.Namespace(run=str(trained_run), model=None, engine="transformers", device="cpu", question="q",
+                              answer=None, json=False)  # no task flag given
     assert commands.run_rollout(args) == 0
     assert seen["task"] == TaskSpec.load(trained_run) and Path(seen["model"]).name == "checkpoint-1"

@@ -15,7 +15,7 @@ TURNS = [
 async def test_rollouts_against_the_local_sandbox():
     tok = ToyTokenizer()
     engine = ScriptedEngine(tok, TURNS, step_time=0.001)
-    config = RolloutConfig(max_tool_calls=2, exec_timeout=20)
+    config = RolloutConfig(max_tool_calls=2, exec_timeout_s=20)
     async with LocalSandbox(SandboxConfig(workers=2)) as sandbox:
         trajs = await rollout_many(engine, sandbox, [tok.encode(f"Q{i}") for i in range(3)], config)
     for traj in trajs:

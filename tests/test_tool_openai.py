@@ -38,7 +38,8 @@ def tokenizer():
 
 
 async def test_a_served_chat_model_calls_python_by_tool_call(tokenizer, tmp_path):
-    task = EvalConfig(model="m", benchmarks=["b"], out_dir=str(tmp_path), protocol="tool_calls").task
+    task = EvalConfig(model="m", benchmarks=["b"], out_dir=str(tmp_path),
+                      overrides={"protocol": "tool_calls"}).task
     assert (task.template, task.protocol, task.call_trigger) == ("chat_tools", "tool_calls", "call_end")
     turns = [tokenizer.encode(CALL, add_special_tokens=False),
              tokenizer.encode("The answer is \\boxed{42}.", add_special_tokens=False) + [tokenizer.eos_token_id]]

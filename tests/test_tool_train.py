@@ -31,8 +31,8 @@ search_corpus: {corpus}
 max_calls_per_tool: [search=1]
 error_marker: true
 max_tool_calls: 3
-sandbox_timeout_s: 3.0
-sandbox_memory_mb: 512
+exec_timeout_s: 3.0
+exec_memory_mb: 512
 sandbox_workers: 1
 train_tasks: [arithmetic]
 train_task_difficulty: 1
@@ -44,7 +44,7 @@ bf16: false
 gradient_checkpointing: false
 num_generations: 2
 per_device_train_batch_size: 2
-max_completion_length: 160
+max_response_tokens: 160
 max_steps: 1
 save_steps: 1
 save_only_model: true

@@ -28,7 +28,7 @@ def test_demo_recipe_parses_into_both_halves():
     assert torl_cfg.max_tool_calls == 2                   # CLI overrides the YAML
     assert grpo_cfg.learning_rate == pytest.approx(3e-5)
     assert grpo_cfg.beta == 0.0 and grpo_cfg.num_generations == 8
-    assert torl_cfg.stop_strings == ["\nUser:"]
+    assert torl_cfg.extra_stop == ["\nUser:"]
 
 
 @pytest.mark.parametrize("recipe", ["torl-1.5b.yaml", "torl-7b.yaml"])

@@ -18,7 +18,7 @@ def test_demo_recipe_short_form_runs_end_to_end(tmp_path):
     run = tmp_path / "demo"
     overrides = ["--run_dir", str(run), "--max_steps", "1", "--eval_holdout", "2", "--train_task_count", "8",
                  "--train_file_limit", "4", "--num_generations", "2", "--per_device_train_batch_size", "2",
-                 "--gradient_accumulation_steps", "1", "--max_completion_length", "32"]
+                 "--gradient_accumulation_steps", "1", "--max_response_tokens", "32"]
     assert run_training(*parse_train_args(["--config", str(DEMO), *overrides])) == 0
 
     summary = json.loads((run / "summary.json").read_text())

@@ -44,7 +44,7 @@ def _scripted_engine(kind, model, tokenizer, model_path, grpo_cfg):
 def _config(tmp_path: Path, model_dir: Path, *extra: str):
     recipe = tiny_recipe(tmp_path, model_dir, sandbox_workers=2, train_tasks=["arithmetic"], train_task_difficulty=2,
                          train_task_count=12, gradient_checkpointing=False, per_device_train_batch_size=8,
-                         gradient_accumulation_steps=1, max_completion_length=64, learning_rate=1.0e-3)
+                         gradient_accumulation_steps=1, max_response_tokens=64, learning_rate=1.0e-3)
     return parse_train_args(["--config", str(recipe), *extra])
 
 

@@ -146,7 +146,7 @@ def _lora_run(tmp_path, model_dir, *, max_steps=2, save_steps=2, resume=False):
     recipe = tiny_recipe(tmp_path, model_dir, name="tiny-lora.yaml", engine="transformers", max_tool_calls=0,
                          sandbox_workers=None, train_tasks=["arithmetic"], train_task_count=12, lora_r=4, lora_alpha=8,
                          gradient_checkpointing=False, per_device_train_batch_size=8, gradient_accumulation_steps=1,
-                         max_completion_length=24, max_steps=max_steps, save_steps=save_steps, report_to=[])
+                         max_response_tokens=24, max_steps=max_steps, save_steps=save_steps, report_to=[])
     torl_cfg, grpo_cfg = parse_train_args(["--config", str(recipe)])
     validate(torl_cfg, grpo_cfg)
     run = RunDir(torl_cfg.run_dir)

@@ -29,7 +29,7 @@ def _free_port() -> int:
 def test_two_processes_train_and_share_one_run_directory(tmp_path, tiny_model_dir):
     run = tmp_path / "run"
     recipe = tiny_recipe(tmp_path, tiny_model_dir, engine="transformers", train_tasks=["arithmetic"],
-                         train_task_count=16, eval_holdout=4, eval_before_after=True, max_completion_length=24,
+                         train_task_count=16, eval_holdout=4, eval_before_after=True, max_response_tokens=24,
                          learning_rate=None, save_steps=2)
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -69,7 +69,7 @@ def test_a_group_split_across_processes_samples_different_responses(tmp_path, ti
     run = tmp_path / "run"
     recipe = tiny_recipe(tmp_path, tiny_model_dir, name="split.yaml", engine="transformers", max_tool_calls=0,
                          sandbox_workers=None, train_tasks=["arithmetic"], train_task_count=8,
-                         per_device_train_batch_size=2, max_completion_length=16, learning_rate=None, max_steps=1,
+                         per_device_train_batch_size=2, max_response_tokens=16, learning_rate=None, max_steps=1,
                          save_steps=100)
     torchrun = Path(sys.executable).with_name("torchrun")
     command = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),

@@ -220,7 +220,7 @@ def _factory(noise: float):
 
 def _recipe(tmp_path: Path, model_dir: Path, *extra: str):
     data = write_questions(tmp_path, [(12, 3), (25, 4)])
-    recipe = tiny_recipe(tmp_path, model_dir, train_files=[data], max_completion_length=64, max_steps=1,
+    recipe = tiny_recipe(tmp_path, model_dir, train_files=[data], max_response_tokens=64, max_steps=1,
                          save_steps=100, report_to=[])
     return parse_train_args(["--config", str(recipe), *extra])
 
@@ -357,7 +357,7 @@ def test_vllm_engine_logs_the_mismatch_and_applies_the_correction(tmp_path_facto
                         lambda self, *a, **k: [r + (i % 2) for i, r in enumerate(scored(self, *a, **k))])
     recipe = tiny_recipe(tmp_path, model_dir, name="tiny-vllm.yaml", engine="vllm", sandbox_workers=2,
                          train_tasks=["arithmetic"], train_task_count=8, gradient_checkpointing=False,
-                         per_device_train_batch_size=8, max_completion_length=32, max_steps=1, save_steps=100,
+                         per_device_train_batch_size=8, max_response_tokens=32, max_steps=1, save_steps=100,
                          report_to=[])
     assert run_training(*parse_train_args(["--config", str(recipe)])) == 0
     (row,) = _rows(tmp_path)

@@ -128,7 +128,7 @@ def test_lora_training_pushes_the_merged_adapter_into_vllm(tmp_path, tiny_model_
     recipe = tiny_recipe(tmp_path, tiny_model_dir, name="tiny-vllm-lora.yaml", engine="vllm", max_tool_calls=0,
                          sandbox_workers=None, train_tasks=["arithmetic"], train_task_count=12, lora_r=4, lora_alpha=8,
                          gradient_checkpointing=False, per_device_train_batch_size=8, gradient_accumulation_steps=1,
-                         max_completion_length=24, save_steps=100, report_to=[])
+                         max_response_tokens=24, save_steps=100, report_to=[])
     torl_cfg, grpo_cfg = parse_train_args(["--config", str(recipe)])
     validate(torl_cfg, grpo_cfg)
     run = RunDir(torl_cfg.run_dir)

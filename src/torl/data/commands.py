@@ -183,15 +183,13 @@ def cmd_sample(args) -> int:
         summary_line,
         write_outputs,
     )
+    from torl.tir.task_flags import task_overrides
 
     filters = SampleFilters(require_code=not args.allow_no_code, require_clean_calls=not args.allow_failed_calls,
                             max_length=args.max_length)
     cfg = SampleConfig(
         out_dir=args.out, model=args.model, run=args.run, engine=args.engine, base_url=args.base_url,
-        api_key=args.api_key, tokenizer=args.tokenizer, device=args.device, template=args.template,
-        max_tool_calls=args.max_tool_calls,
-        call_trigger=args.call_trigger, max_tokens=args.max_tokens, exec_timeout=args.exec_timeout,
-        reward_scheme=args.reward_scheme, k=args.k, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+        api_key=args.api_key, tokenizer=args.tokenizer, device=args.device, overrides=task_overrides(args), k=args.k, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
         concurrency=args.concurrency, sandbox_url=args.sandbox_url, filters=filters,
         max_sandbox_error_share=args.max_sandbox_error_share)
     check_out_dir(args.out)  # before any model work
@@ -219,20 +217,14 @@ def _register_sample(sub) -> None:
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--out", required=True, help="output dir: trajectories.jsonl, task_spec.json, stats.json, report.md")
     p.add_argument("--model", help="HF id, local checkpoint, smollm2-135m, or the served model name (--engine openai)")
-    p.add_argument("--run", help="a training run directory: its model (unless --model) and its task spec")
+    p.add_argument("--run", help="a training run directory: its model (unless --model) and its task spec; the "
+                                 "task-spec flags override a field")
     p.add_argument("--engine", choices=("transformers", "vllm", "openai"), default="transformers")
     p.add_argument("--base-url", help="--engine openai: the teacher's /v1 URL, e.g. http://localhost:8000/v1")
     p.add_argument("--api-key", help="--engine openai: bearer token, if the server wants one")
     p.add_argument("--tokenizer", help="--engine openai: the served model's tokenizer (HF id or path; default: --model)")
     p.add_argument("--device", default="auto", help="--engine transformers: auto (default: cuda when torch sees a GPU, "
                                                     "in bf16; else cpu) | cpu | cuda | cuda:N")
-    p.add_argument("--template", help="prompt template (torl, torl_fewshot, chat, ...; default torl)")
-    p.add_argument("--max-tool-calls", type=int, help="C: executed code calls per response (default 1)")
-    p.add_argument("--call-trigger", choices=("output_fence", "block_close"),
-                   help="what runs a code block: the model's ```output (ToRL, default) or its closing fence")
-    p.add_argument("--max-tokens", type=int, help="response budget, interpreter tokens included (default 2048)")
-    p.add_argument("--exec-timeout", type=float, help="seconds per code call (default 10)")
-    p.add_argument("--reward-scheme", help="torl (+1/-1, default) | binary | torl_exec_penalty")
     p.add_argument("--k", "--n", dest="k", type=int, default=4, help="samples per question (K)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -246,6 +238,9 @@ def _register_sample(sub) -> None:
     p.add_argument("--max-sandbox-error-share", type=float, default=0.1,
                    help="stop, writing nothing, when more samples than this share hit OUR sandbox's errors")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from torl.tir.task_flags import add_task_arguments
+
+    add_task_arguments(p, base="the run's with --run, else ToRL's: template torl, C = 1, 3072 tokens")
     p.set_defaults(func=cmd_sample)
 
 

@@ -39,11 +39,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from torl.data.report import StageReport
 from torl.errors import UserError
 from torl.tir.seeds import derive_seed
-from torl.tir.task import TaskSpec, run_model
+from torl.tir.task import TaskSpec, resolve_task, run_model
 
 DATA_FILE = "trajectories.jsonl"
 OUTPUT_FILES = (DATA_FILE, "task_spec.json", "stats.json", "report.md")
@@ -74,12 +75,8 @@ class SampleConfig:
     api_key: str | None = None
     tokenizer: str | None = None          # engine=openai: the served model's tokenizer (default: model)
     device: str = "auto"                  # engine=transformers: auto (cuda in bf16 when torch sees a GPU) | cpu | cuda[:N]
-    template: str | None = None           # task-spec overrides (None = the run's value or TaskSpec's default)
-    max_tool_calls: int | None = None
-    call_trigger: str | None = None
-    max_tokens: int | None = None         # the task's response budget
-    exec_timeout: float | None = None
-    reward_scheme: str | None = None
+    # Task-spec fields to change, by TaskSpec's names (torl.tir.task); the rest are the run's or the defaults.
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     k: int = 4                            # samples per question
     temperature: float = 0.7
     top_p: float = 1.0
@@ -99,10 +96,7 @@ class SampleConfig:
         if not 0 <= self.max_sandbox_error_share <= 1:
             raise UserError("--max-sandbox-error-share must be between 0 and 1")
         try:
-            base = TaskSpec.load(self.run) if self.run else TaskSpec()
-            self.task, self.task_overrides = base.override(
-                template=self.template, max_tool_calls=self.max_tool_calls, call_trigger=self.call_trigger,
-                max_response_tokens=self.max_tokens, exec_timeout_s=self.exec_timeout, reward_scheme=self.reward_scheme)
+            self.task, self.task_overrides = resolve_task(self.run, self.overrides)
             if self.model is None:
                 if not self.run:
                     raise ValueError("name the sampling model: --model M (or a teacher's served name with "
@@ -119,7 +113,7 @@ class SampleConfig:
                             "code filter; raise --max-tool-calls or pass --allow-no-code")
 
     def settings(self) -> dict:
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("task", "api_key")}
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("task", "api_key", "overrides")}
         d["task"], d["task_overrides"] = self.task.to_dict(), self.task_overrides
         return d
 

@@ -81,8 +81,7 @@ def build_manifest(cfg, benchmarks: dict[str, list[dict]]) -> dict:
         "torl_version": torl.__version__,
         "model": model_entry(cfg),
         "task": cfg.task.to_dict(),
-        "decoding": {"temperature": cfg.temperature, "top_p": cfg.top_p, "n": cfg.n,
-                     "max_tokens": cfg.task.max_response_tokens},
+        "decoding": {"temperature": cfg.temperature, "top_p": cfg.top_p, "n": cfg.n},  # the budget is the task's
         "engine": {"name": cfg.engine, "device": cfg.device},
         "benchmarks": {name: benchmark_entry(name, cfg.data_dir, problems) for name, problems in benchmarks.items()},
         "seeds": {"seed": cfg.seed, "per_sample": SEED_RULE},

@@ -11,12 +11,13 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from torl.errors import UserError
 from torl.eval.benchmarks import load_benchmark, resolve_benchmark
 from torl.eval.store import TrajectoryLog, row_key
 from torl.tir.seeds import derive_seed
-from torl.tir.task import TaskSpec, run_model
+from torl.tir.task import TaskSpec, resolve_task, run_model
 from torl.tir.trajectory import compact_trajectory
 
 
@@ -31,19 +32,9 @@ class EvalConfig:
     api_key: str | None = None
     tokenizer: str | None = None          # engine=openai: tokenizer of the served model (default: --model)
     run: str | None = None                # a training run directory: evaluate with its task spec
-    # Task-spec overrides (None = the run's value, or TaskSpec's default: ToRL's protocol, C = 1).
-    template: str | None = None
-    max_tool_calls: int | None = None
-    call_trigger: str | None = None       # output_fence (ToRL) | block_close
-    max_tokens: int | None = None         # response budget, interpreter tokens included
-    exec_timeout: float | None = None
-    reward_scheme: str | None = None
-    session: bool | None = None           # one interpreter session per trajectory
-    max_observation_chars: int | None = None
-    protocol: str | None = None           # code_blocks | tool_calls (a chat model's <tool_call>s; torl.tir.chat_tools)
-    tools: tuple[str, ...] | None = None  # tool_calls: the tools by name
-    search_corpus: str | None = None      # the search tool's JSONL corpus
-    error_marker: bool | None = None      # failed calls' output inside <error>...</error>
+    # Task-spec fields to change, by TaskSpec's names (torl.tir.task); the rest are the run's with
+    # `run`, else TaskSpec's defaults (ToRL's protocol, C = 1).
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     n: int = 1                            # samples per problem (K)
     temperature: float = 0.0              # 0 = greedy, ToRL's table
     top_p: float = 1.0
@@ -56,25 +47,14 @@ class EvalConfig:
     sandbox_url: str | None = None        # a `torl sandbox serve` / SandboxFusion server instead of the local sandbox
     model_label: str | None = None        # the table's row name (default: the model name)
     tools_off_baseline: bool = False      # also run every question at C = 0 (see torl.eval.tools_off)
-    task: TaskSpec = dataclasses.field(init=False)
-    task_overrides: dict = dataclasses.field(init=False)
+    task: TaskSpec = dataclasses.field(init=False)              # the spec every sample runs under
+    task_overrides: dict = dataclasses.field(init=False)        # {field: {from, to}}: what `overrides` changed
 
     def __post_init__(self):
-        if self.max_tool_calls is not None and self.max_tool_calls < 0:
-            raise UserError("--max-tool-calls must be >= 0 (0 = no code execution)")
-        if (self.max_tokens is not None and self.max_tokens < 1) or self.concurrency < 1:
-            raise UserError("--max-tokens and --concurrency must be >= 1")
+        if self.concurrency < 1:
+            raise UserError("--concurrency must be >= 1")
         try:
-            base = TaskSpec.load(self.run) if self.run else TaskSpec()
-            template = self.template
-            if self.protocol == "tool_calls" and base.protocol != "tool_calls" and template is None:
-                template = "chat_tools"  # the default template is a text one
-            self.task, self.task_overrides = base.override(
-                template=template, max_tool_calls=self.max_tool_calls, call_trigger=self.call_trigger,
-                max_response_tokens=self.max_tokens, exec_timeout_s=self.exec_timeout, reward_scheme=self.reward_scheme,
-                session=self.session, max_observation_chars=self.max_observation_chars,
-                protocol=self.protocol, tools=None if self.tools is None else tuple(self.tools),
-                search_corpus=self.search_corpus, error_marker=self.error_marker)
+            self.task, self.task_overrides = resolve_task(self.run, self.overrides)
             if self.model is None:
                 if not self.run:
                     raise ValueError("name the model to evaluate: --model M, or --run RUN_DIR for a training run's")
@@ -99,7 +79,7 @@ class EvalConfig:
         """The same eval with the interpreter off (C = 0), in its own dir `<out_dir>/tools_off`."""
         from torl.eval.tools_off import TOOLS_OFF_DIR
 
-        return dataclasses.replace(self, max_tool_calls=0, tools_off_baseline=False,
+        return dataclasses.replace(self, overrides={**self.overrides, "max_tool_calls": 0}, tools_off_baseline=False,
                                    out_dir=str(Path(self.out_dir) / TOOLS_OFF_DIR),
                                    model_label=f"{self.model_label or self.model} (tools off)")
 
@@ -107,8 +87,10 @@ class EvalConfig:
         """What the results record: the flat keys tables and resume checks read come from the task."""
         d = dataclasses.asdict(self)
         task = self.task
-        d.update(template=task.template, max_tool_calls=task.max_tool_calls, max_tokens=task.max_response_tokens,
-                 exec_timeout=task.exec_timeout_s, reward_scheme=task.reward_scheme)
+        d.update(template=task.template, max_tool_calls=task.max_tool_calls,
+                 max_response_tokens=task.max_response_tokens, exec_timeout_s=task.exec_timeout_s,
+                 reward_scheme=task.reward_scheme)
+        del d["overrides"]
         d["task"], d["task_overrides"] = task.to_dict(), self.task_overrides
         d["label"] = self.model_label or self.model
         return d

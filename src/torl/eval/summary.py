@@ -102,7 +102,7 @@ def results_markdown(summary: dict) -> str:
     parts.append(
         f"Settings: template `{settings['template']}`, C = {settings['max_tool_calls']} tool call(s), "
         f"{'greedy' if settings['temperature'] <= 0 else 'temperature ' + str(settings['temperature'])}, "
-        f"{summary['k']} sample(s) per problem, max {settings['max_tokens']} tokens, engine {settings['engine']}.\n"
+        f"{summary['k']} sample(s) per problem, max {settings.get('max_response_tokens', settings.get('max_tokens'))} tokens, engine {settings['engine']}.\n"
     )
     parts += [f"- {line}\n" for line in notes(summary)]
     if "tools_off_baseline" in summary:

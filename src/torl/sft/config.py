@@ -1,10 +1,10 @@
 """`torl sft` configuration: torl's `SftSettings` next to TRL's `SFTConfig`, parsed like `torl train`'s.
 
 A recipe is a YAML file (`--config configs/sft-demo.yaml`) whose keys are fields of either
-dataclass; `--<field> value` overrides it (`--data FILE` sets the data). The task fields (template,
-C, stop strings, call trigger, sandbox limits, reward) define the task spec the data is rendered
-and checked under; the run directory records it, so `torl eval --run` and `torl train --model RUN_DIR`
-use exactly that protocol.
+dataclass; `--<field> value` overrides it (`--data FILE` sets the data). The task fields
+(`torl.tir.task.TaskSettings`, named as everywhere: template, max_tool_calls, extra_stop, call_trigger,
+exec_timeout_s, ...) define the task spec the data is rendered and checked under; the run directory
+records it, so `torl eval --run` and `torl train --model RUN_DIR` use exactly that protocol.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from dataclasses import field
 from pathlib import Path
 
 from torl.errors import UserError
-from torl.tir.task import TaskSpec
+from torl.tir.task import TaskSettings, TaskSpec
 
 
 @dataclasses.dataclass
-class SftSettings:
-    """torl's half of the SFT configuration (TRL's `SFTConfig` is the other half)."""
+class SftSettings(TaskSettings):
+    """torl's half of the SFT configuration (TRL's `SFTConfig` is the other half); the task fields
+    come first, from `TaskSettings`."""
 
     model: str = field(default="smollm2-135m", metadata={"help": "Built-in name, local checkpoint dir, or HF hub id."})
     data: list[str] = field(
@@ -33,21 +34,10 @@ class SftSettings:
     add_eos: bool = field(
         default=True, metadata={"help": "End text-form responses with the EOS token (mask 1: ending is the model's "
                                         "decision)."})
-    # --- the task spec (torl.tir.task.TaskSpec): how prompts are rendered and observations masked
+    # --- the task spec: the TaskSettings fields, or a recorded one
     task_spec: str | None = field(
         default=None, metadata={"help": "Take the task spec from this run directory or task_spec.json instead of "
-                                        "the fields below."})
-    template: str = field(default="torl_fewshot", metadata={"help": "Prompt template name (torl.tir templates)."})
-    max_tool_calls: int = field(default=1, metadata={"help": "C: a row with more ```output blocks is refused."})
-    stop_strings: list[str] = field(default_factory=list, metadata={"help": "Extra strings that end a response."})
-    call_trigger: str = field(
-        default="output_fence",
-        metadata={"help": "output_fence (the model writes ```output) | block_close (the interpreter writes the "
-                          "whole ```output block after the model's closing fence)."})
-    max_response_tokens: int = field(default=2048, metadata={"help": "The spec's response budget (eval, RL)."})
-    sandbox_timeout_s: float = field(default=5.0, metadata={"help": "Wall-clock limit per code block."})
-    sandbox_memory_mb: int = field(default=1024, metadata={"help": "Memory limit per code block."})
-    reward_scheme: str = field(default="torl", metadata={"help": "torl | binary | torl_exec_penalty"})
+                                        "the task fields."})
     # --- expert TIR data (torl.sft.expert), when no data file is given
     train_tasks: list[str] = field(
         default_factory=list, metadata={"help": "Synthetic task kinds the expert writes TIR data for."})
@@ -67,7 +57,11 @@ class SftSettings:
         default_factory=lambda: ["all-linear"], metadata={"help": "Module names, or all-linear."})
 
     def __post_init__(self) -> None:
-        for name in ("data", "stop_strings", "train_tasks", "lora_target_modules"):
+        try:
+            super().__post_init__()
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        for name in ("data", "train_tasks", "lora_target_modules"):
             value = getattr(self, name)
             if isinstance(value, str):
                 setattr(self, name, [value])
@@ -78,10 +72,7 @@ class SftSettings:
             if self.task_spec:
                 path = Path(self.task_spec)
                 return TaskSpec.load(path.parent if path.name == "task_spec.json" else path)
-            return TaskSpec(template=self.template, max_tool_calls=self.max_tool_calls,
-                            extra_stop=tuple(self.stop_strings), max_response_tokens=self.max_response_tokens,
-                            exec_timeout_s=self.sandbox_timeout_s, exec_memory_mb=self.sandbox_memory_mb,
-                            call_trigger=self.call_trigger, reward_scheme=self.reward_scheme)
+            return super().task()
         except ValueError as e:
             raise UserError(str(e)) from None
 
@@ -93,7 +84,7 @@ class SftSettings:
 
         return TorlConfig(train_tasks=self.train_tasks, train_task_count=self.train_task_count,
                           train_task_difficulty=self.train_task_difficulty, eval_holdout=self.eval_holdout,
-                          sandbox_timeout_s=self.sandbox_timeout_s, sandbox_memory_mb=self.sandbox_memory_mb)
+                          exec_timeout_s=self.exec_timeout_s, exec_memory_mb=self.exec_memory_mb)
 
 
 def parse_sft_args(argv: list[str]):

@@ -13,74 +13,45 @@ CPU_BUDGET = 1024  # other models on the CPU: ToRL's 3072 tokens would take many
 
 
 def register(subparsers) -> None:
-    from torl.tir.templates import template_names
+    from torl.tir.task_flags import add_task_arguments
 
     p = subparsers.add_parser("rollout", help="run one tool-integrated trajectory and show it",
                               description="Generate one TIR trajectory: reasoning, code, interpreter output, answer.")
     p.add_argument("--model", default=None, help="HF id, local checkpoint, or smollm2-135m (default; with --run: "
                                                    "the run's model)")
     p.add_argument("--run", default=None, help="a training run directory: its model and exactly its task spec; "
-                                               "the flags below override single fields")
+                                               "the task-spec flags override single fields")
     p.add_argument("--question", required=True)
     p.add_argument("--answer", default=None, help="gold answer: also print the reward")
     p.add_argument("--engine", default="transformers", choices=["transformers", "vllm", "openai"])
     p.add_argument("--base-url", default=None, help="openai engine: the server's /v1 URL")
-    p.add_argument("--template", default=None, help=f"prompt template: {', '.join(template_names())} (default: the "
-                                                     "run's; smollm2-135m: torl_fewshot; else torl)")
-    p.add_argument("--max-tool-calls", type=int, default=None, help="C (default 1)")
-    p.add_argument("--call-trigger", default=None, choices=("output_fence", "block_close", "call_end", "turn_end"),
-                   help="what runs a call: code_blocks: the model's ```output (ToRL; the default but for smollm2-135m) or "
-                        "its closing fence (smollm2-135m's default); "
-                        "tool_calls: </tool_call> (default) or the end of the model's turn")
-    p.add_argument("--protocol", default=None, choices=("code_blocks", "tool_calls"),
-                   help="code_blocks (```python blocks, default) or tool_calls (a chat model's <tool_call> JSON; "
-                        "template chat_tools unless --template)")
-    p.add_argument("--tools", default=None, help="tool_calls: comma-separated tools (python, search; default python)")
-    p.add_argument("--search-corpus", default=None, help="the search tool's JSONL corpus ({\"text\", \"title\"?})")
-    p.add_argument("--error-marker", action="store_true", default=None,
-                   help="wrap a failed call's output in <error>...</error>")
-    p.add_argument("--session", action=argparse.BooleanOptionalAction, default=None,
-                   help="one interpreter session per trajectory (Jupyter-like); default: the run's, else off")
-    p.add_argument("--max-observation-chars", type=int, default=None,
-                   help="head+tail of the interpreter output the model sees (default: the run's, else 512)")
-    p.add_argument("--max-tokens", type=int, default=None,
-                   help=f"response budget, interpreter tokens included (default: the run's; smollm2-135m: "
-                        f"{SMALL_MODEL_PROTOCOL['max_response_tokens']}; else 3072, or {CPU_BUDGET} on the CPU)")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="--engine transformers: auto (default: cuda when torch sees a GPU, "
                                                     "in bf16; else cpu) | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print the trajectory as JSON (Trajectory.to_dict)")
+    add_task_arguments(p, base=f"the run's with --run; smollm2-135m: the CPU demo's (torl_fewshot, block_close, "
+                               f"{SMALL_MODEL_PROTOCOL['max_response_tokens']} tokens); else ToRL's, with {CPU_BUDGET} "
+                               "tokens on the CPU; switching --protocol to tool_calls picks template chat_tools")
     p.set_defaults(func=run_rollout)
 
 
 def run_rollout(args: argparse.Namespace) -> int:
     from torl.engines.models import BUILTIN_MODELS, pick_device
     from torl.errors import UserError
-    from torl.tir.task import TaskSpec, run_model
+    from torl.tir.task import TaskSpec, resolve_task, run_model
+    from torl.tir.task_flags import task_overrides
 
     try:
         if args.engine == "transformers":
             args.device = pick_device(args.device)
         args.model = args.model or (run_model(args.run) if args.run else "smollm2-135m")
-        if args.run:
-            base = TaskSpec.load(args.run)
-        elif args.model.lower() in BUILTIN_MODELS:  # the protocol the small model follows, not ToRL's
+        base = None
+        if not args.run and args.model.lower() in BUILTIN_MODELS:  # the protocol the small model follows, not ToRL's
             base = TaskSpec(**SMALL_MODEL_PROTOCOL)
-        else:
-            base = TaskSpec(max_response_tokens=CPU_BUDGET) if args.device == "cpu" else TaskSpec()
-        # the tool-call flags; getattr: a Namespace built by a caller of run_rollout may predate them
-        protocol, tools = getattr(args, "protocol", None), getattr(args, "tools", None)
-        template, call_trigger = args.template, args.call_trigger
-        if protocol == "tool_calls" and base.protocol != "tool_calls":  # the code_blocks defaults do not apply
-            template = template or "chat_tools"
-            call_trigger = call_trigger or "call_end"
-        task, _ = base.override(template=template, max_tool_calls=args.max_tool_calls, call_trigger=call_trigger,
-                                max_response_tokens=args.max_tokens, session=args.session,
-                                max_observation_chars=args.max_observation_chars, protocol=protocol,
-                                tools=tuple(tools.split(",")) if tools else None,
-                                search_corpus=getattr(args, "search_corpus", None),
-                                error_marker=getattr(args, "error_marker", None))
+        elif not args.run and args.device == "cpu":
+            base = TaskSpec(max_response_tokens=CPU_BUDGET)
+        task, _ = resolve_task(args.run, task_overrides(args), base)
     except ValueError as e:
         raise UserError(str(e)) from None
     trajectory, reward = asyncio.run(_rollout(args, task))

@@ -59,16 +59,19 @@ PROTOCOLS = ("code_blocks", "tool_calls")
 
 @dataclasses.dataclass
 class RolloutConfig:
+    """The loop's settings: a task's fields (TaskSpec's names and defaults; built by
+    `TaskSpec.rollout_config`) joined with the decoding (temperature, top_p, top_k, seed, logprobs)."""
+
     max_tool_calls: int = 1               # C: executed calls per trajectory; 0 = plain reasoning
-    max_response_tokens: int = 1024       # whole completion budget, interpreter tokens included
+    max_response_tokens: int = 3072       # whole completion budget, interpreter tokens included
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1
     seed: int | None = None               # per-trajectory/turn seeds derive from it (torl.tir.seeds)
     logprobs: bool = True
     max_observation_chars: int = 512     # observation head+tail truncation (by format_observation)
-    exec_timeout: float | None = None     # per-call limits passed to the sandbox (None = its defaults)
-    exec_memory_mb: int | None = None
+    exec_timeout_s: float = 10.0          # per-call limits passed to the sandbox
+    exec_memory_mb: int = 1024
     stop_strings: tuple[str, ...] = ()    # extra strings that end the trajectory (e.g. "\nUser:" after few-shot)
     session: bool = False                 # True: one interpreter session per trajectory (Jupyter-like)
     call_trigger: str = "output_fence"    # what runs a block: "output_fence" (ToRL) | "block_close"
@@ -94,8 +97,8 @@ class RolloutConfig:
         if self.protocol == "tool_calls" and self.toolset is None:
             from torl.tools.toolset import build_toolset
 
-            self.toolset = build_toolset(["python"], exec_timeout_s=self.exec_timeout or 10.0,
-                                         exec_memory_mb=self.exec_memory_mb or 1024,
+            self.toolset = build_toolset(["python"], exec_timeout_s=self.exec_timeout_s,
+                                         exec_memory_mb=self.exec_memory_mb,
                                          max_observation_chars=self.max_observation_chars)
         if self.on_sandbox_error not in ("mark", "raise"):
             raise ValueError(f"on_sandbox_error must be 'mark' or 'raise', not {self.on_sandbox_error!r}")
@@ -242,7 +245,7 @@ def _add_model_text(traj: Trajectory, text: str) -> str:
 
 async def _execute(sandbox: Sandbox, code: str, config: RolloutConfig, session, traj: Trajectory) -> ExecResult:
     for _attempt in range(config.sandbox_retries + 1):
-        result = await sandbox.run(code, timeout=config.exec_timeout, memory_mb=config.exec_memory_mb, session=session)
+        result = await sandbox.run(code, timeout=config.exec_timeout_s, memory_mb=config.exec_memory_mb, session=session)
         if result.status is not ExecStatus.SANDBOX_ERROR:
             return result
         traj.sandbox_errors += 1

@@ -44,3 +44,31 @@ def _with_budget(tool: Tool, budget: int) -> Tool:
     limited = copy.copy(tool)
     limited.max_calls = budget
     return limited
+
+
+_imported_files: dict[str, object] = {}
+
+
+def import_tool_modules(modules: Iterable[str]) -> None:
+    """Import the user's tool modules (dotted names, or paths to .py files) so that the tools they
+    register with `register_tool` can be named; a module that fails to import is one ValueError line."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    for name in modules:
+        try:
+            if not name.endswith(".py"):
+                importlib.import_module(name)
+                continue
+            path = str(Path(name).resolve())
+            if path in _imported_files:  # loaded once per process: a second load would register twice
+                continue
+            spec = importlib.util.spec_from_file_location(f"torl_tool_module_{len(_imported_files)}", path)
+            if spec is None or not Path(path).is_file():
+                raise FileNotFoundError(f"no such file: {name}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            _imported_files[path] = module
+        except Exception as e:  # noqa: BLE001 - the user's module: any failure is theirs to read
+            raise ValueError(f"tool_modules: cannot import {name}: {type(e).__name__}: {e}") from None

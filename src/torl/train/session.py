@@ -17,7 +17,7 @@ import torch
 
 from torl.background_loop import BackgroundLoop
 from torl.train import console
-from torl.train.config import health_config, make_sandbox, zero_signal_mode
+from torl.train.config import health_config, make_sandbox, task_spec, zero_signal_mode
 from torl.train.data import load_questions
 from torl.train.heldout import evaluate_heldout
 from torl.train.lora import lora_config
@@ -72,7 +72,7 @@ class TrainingSession:
         """The questions, and the task spec the run trains (and `torl eval --run` replays)."""
         cfg, args = self.cfg, self.args
         self.train_questions, self.heldout = load_questions(cfg, seed=args.seed)
-        self.task = task_spec(cfg, args)
+        self.task = task_spec(cfg)
         self.template = self.task.prompt_template()
         if process_rank() == 0:
             self.task.save(self.run.root)  # `torl eval --run` evaluates with exactly this protocol
@@ -190,17 +190,13 @@ class TrainingSession:
         return result[0]
 
     def _evaluate_here(self, out) -> dict:
-        import dataclasses
-
         model = self.trainer.model
         was_training = model.training
         model.eval()
         try:
-            budget = self.cfg.eval_max_tokens or self.rollout_config.max_response_tokens
-            config = dataclasses.replace(self.rollout_config, max_response_tokens=budget)
             rollout = self.rollout_func  # the same engine/sandbox wrappers (and stop strings) as training
             return evaluate_heldout(rollout.engine, rollout.sandbox, self.loop, self.template, self.heldout,
-                                    config, self.task.reward_scheme, out)
+                                    self.rollout_config, self.task.reward_scheme, out)
         finally:
             model.train(was_training)
 
@@ -226,18 +222,6 @@ class TrainingSession:
                     except Exception:  # noqa: BLE001, S110 - closing must not hide the real error
                         pass
             self.loop.close()
-
-
-def task_spec(cfg, args):
-    """The run's task spec from its training config (the one place the two are mapped)."""
-    from torl.tir.task import TaskSpec
-    from torl.train.config import tool_call_settings
-
-    return TaskSpec(template=cfg.template, max_tool_calls=cfg.max_tool_calls, extra_stop=tuple(cfg.stop_strings),
-                    max_response_tokens=args.max_completion_length, exec_timeout_s=cfg.sandbox_timeout_s,
-                    exec_memory_mb=cfg.sandbox_memory_mb, call_trigger=cfg.call_trigger,
-                    reward_scheme=cfg.reward_scheme, session=cfg.session,
-                    max_observation_chars=cfg.max_observation_chars, **tool_call_settings(cfg))
 
 
 async def _async_make_sandbox(cfg):
