@@ -48,6 +48,9 @@ class SftSettings:
     sandbox_timeout_s: float = field(default=5.0, metadata={"help": "Wall-clock limit per code block."})
     sandbox_memory_mb: int = field(default=1024, metadata={"help": "Memory limit per code block."})
     reward_scheme: str = field(default="torl", metadata={"help": "torl | binary | torl_exec_penalty"})
+    protocol: str = field(default="code_blocks", metadata={"help": "code_blocks | tool_calls (a chat template's "
+                                                                   "hermes tool calls: id-form data only)."})
+    tools: list[str] = field(default_factory=lambda: ["python"], metadata={"help": "tool_calls: the tools by name."})
     # --- expert TIR data (torl.sft.expert), when no data file is given
     train_tasks: list[str] = field(
         default_factory=list, metadata={"help": "Synthetic task kinds the expert writes TIR data for."})
@@ -67,7 +70,7 @@ class SftSettings:
         default_factory=lambda: ["all-linear"], metadata={"help": "Module names, or all-linear."})
 
     def __post_init__(self) -> None:
-        for name in ("data", "stop_strings", "train_tasks", "lora_target_modules"):
+        for name in ("data", "stop_strings", "train_tasks", "lora_target_modules", "tools"):
             value = getattr(self, name)
             if isinstance(value, str):
                 setattr(self, name, [value])
@@ -81,7 +84,8 @@ class SftSettings:
             return TaskSpec(template=self.template, max_tool_calls=self.max_tool_calls,
                             extra_stop=tuple(self.stop_strings), max_response_tokens=self.max_response_tokens,
                             exec_timeout_s=self.sandbox_timeout_s, exec_memory_mb=self.sandbox_memory_mb,
-                            call_trigger=self.call_trigger, reward_scheme=self.reward_scheme)
+                            call_trigger=self.call_trigger, reward_scheme=self.reward_scheme,
+                            protocol=self.protocol, tools=tuple(self.tools))
         except ValueError as e:
             raise UserError(str(e)) from None
 

@@ -18,7 +18,8 @@ from torl.tir.task import TaskSpec, run_model
 # TaskSpec field -> TorlConfig field (the inverse of session.task_spec's mapping)
 SPEC_FIELDS = {"template": "template", "max_tool_calls": "max_tool_calls", "extra_stop": "stop_strings",
                "call_trigger": "call_trigger", "exec_timeout_s": "sandbox_timeout_s",
-               "exec_memory_mb": "sandbox_memory_mb", "reward_scheme": "reward_scheme"}
+               "exec_memory_mb": "sandbox_memory_mb", "reward_scheme": "reward_scheme", "protocol": "protocol",
+               "tools": "tools"}
 
 
 def run_root_of(model: str) -> Path | None:
