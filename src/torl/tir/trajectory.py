@@ -46,16 +46,14 @@ the four token lists, with ``prompt_tokens`` / ``completion_tokens`` (their leng
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from torl.reward.extract import strip_code_blocks
 from torl.sandbox.result import ExecResult
+from torl.tir.tool_parsing import strip_tool_calls
 
 TOKEN_LISTS = ("prompt_ids", "completion_ids", "loss_mask", "logprobs")
-# A hermes tool call in the model's text, or an unclosed one at its end (cut off, or never finished).
-_TOOL_CALL_SPAN = re.compile(r"<tool_call>.*?(?:</tool_call>|\Z)", re.DOTALL)
 
 
 def compact_trajectory(trajectory: dict) -> dict:
@@ -79,7 +77,7 @@ def answer_text(trajectory: Trajectory | dict) -> str:
     segments = trajectory.segments if isinstance(trajectory, Trajectory) else trajectory.get("segments")
     if not segments:
         return trajectory.text if isinstance(trajectory, Trajectory) else trajectory.get("text", "")
-    return "\n".join(strip_code_blocks(_TOOL_CALL_SPAN.sub("\n", s["text"])) for s in segments if s["kind"] == "model")
+    return "\n".join(strip_code_blocks(strip_tool_calls(s["text"])) for s in segments if s["kind"] == "model")
 
 
 @dataclasses.dataclass
