@@ -141,3 +141,29 @@ seed: 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["data_report"]["forms"] == {"ids": 4} and summary["steps"] == 1
     assert (run / "checkpoints" / "checkpoint-1" / "model.safetensors").is_file()
+
+
+def test_data_sample_under_a_tool_calls_run_gives_rows_torl_sft_trains_on(smol, tmp_path):
+    """`torl data sample --run` of a tool_calls run: the prompt carries the tools, the rows are id form."""
+    from torl.data.sample import DATA_FILE, SampleConfig, sample_questions, write_outputs
+    from torl.engines.scripted import ScriptedEngine
+
+    run = tmp_path / "run"
+    run.mkdir()
+    TASK.save(run)
+
+    async def engine(cfg):
+        return ScriptedEngine(smol, [expert_call("print(482 * 37)"), expert_answer("17834")])
+
+    async def sandbox(cfg):
+        return FakeSandbox()
+
+    cfg = SampleConfig(out_dir=str(tmp_path / "out"), run=str(run), model="scripted", k=1)
+    result = sample_questions(QUESTIONS[:1], cfg, engine_factory=engine, sandbox_factory=sandbox)
+    assert len(result.rows) == 1
+    write_outputs(result, cfg)
+    examples, report = load_examples([str(tmp_path / "out" / DATA_FILE)], TASK, smol)
+    assert report.forms == {"ids": 1}
+    assert examples[0].prompt_ids == encode_prompt(TASK.prompt_template(), QUESTIONS[0]["problem"], smol,
+                                                   TASK.rollout_config(temperature=0.7))
+    assert "<tools>" in smol.decode(examples[0].prompt_ids)
