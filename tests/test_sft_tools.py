@@ -145,7 +145,12 @@ seed: 0
 
 def test_data_sample_under_a_tool_calls_run_gives_rows_torl_sft_trains_on(smol, tmp_path):
     """`torl data sample --run` of a tool_calls run: the prompt carries the tools, the rows are id form."""
-    from torl.data.sample import DATA_FILE, SampleConfig, sample_questions, write_outputs
+    from torl.data.sample import (
+        DATA_FILE,
+        SampleConfig,
+        sample_questions,
+        write_outputs,
+    )
     from torl.engines.scripted import ScriptedEngine
 
     run = tmp_path / "run"
