@@ -13,6 +13,11 @@ same run.
 --ablation trains the same model on the same questions with the same number of steps (and seeds) at
 C = 0 (RL without tools), C = 1 and C = 2, each in its own run directory, and prints held-out
 accuracy, code ratio and mean step time side by side. At C = 0 a code block is text: it never runs.
+
+--tools first runs an SFT cold start (configs/sft-demo-tools.yaml, --sft-steps steps on the tool-call
+expert's trajectories for the same training questions), then RL from it (configs/demo-cpu-tools.yaml
+--model RUN_DIR/sft), and prints held-out greedy accuracy and tool-call ratio for the base model, after
+SFT and after RL. --sft-steps 0 is RL from the base model alone.
 """
 
 from __future__ import annotations
@@ -37,12 +42,16 @@ def main() -> int:
     ap.add_argument("--ablation", action="store_true", help="train at C = 0, 1 and 2 and compare")
     ap.add_argument("--tools", action="store_true",
                     help="configs/demo-cpu-tools.yaml: the chat template and python by tool call (protocol tool_calls)")
+    ap.add_argument("--sft-steps", type=int, default=4,
+                    help="--tools: SFT cold-start steps before RL (configs/sft-demo-tools.yaml); 0 = RL from the base model")
     ap.add_argument("--run_dir", default=None, help="default: runs/emergence-<timestamp>")
     ap.add_argument("overrides", nargs="*", help="extra `--setting value` pairs for torl train (after --)")
     args = ap.parse_args()
     if args.steps is None and args.minutes is None:
         args.minutes = 30.0
     root = Path(args.run_dir or REPO / "runs" / f"emergence-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.tools and args.sft_steps > 0:
+        return tools_with_cold_start(root, args)
     if not args.ablation:
         started = time.time()
         rc = train(root, args)
@@ -75,6 +84,64 @@ def train(run_dir: Path, args, *extra: str) -> int:
         yaml.safe_dump(recipe, f)
     torl_cfg, grpo_cfg = parse_train_args(["--config", f.name, *extra, *args.overrides])
     return run_training(torl_cfg, grpo_cfg)
+
+
+def tools_with_cold_start(root: Path, args) -> int:
+    """SFT on the tool-call expert's trajectories, then RL from it; base / SFT / RL held-out numbers."""
+    from torl.sft.config import parse_sft_args
+    from torl.sft.trainer import run_sft
+
+    started = time.time()
+    recipe = yaml.safe_load((REPO / "configs" / "sft-demo-tools.yaml").read_text())
+    recipe.update(train_task_count=512, eval_holdout=args.holdout, run_dir=str(root / "sft"),  # train()'s questions
+                  max_steps=args.sft_steps, save_steps=args.sft_steps)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(recipe, f)
+    settings, sft_cfg = parse_sft_args(["--config", f.name])
+    rc = run_sft(settings, sft_cfg)
+    if rc != 0:
+        return rc
+    sft_s = time.time() - started
+    base = base_heldout(settings, root / "sft", root / "base_heldout.jsonl")
+    rc = train(root / "rl", args, "--model", str(root / "sft"))
+    if rc != 0:
+        return rc
+    report(root / "rl", time.time() - started)
+    summary, _ = load(root / "rl")
+    print(f"\n{'held-out (greedy)':20s} {'accuracy':>9s} {'tool calls':>11s}   (SFT {sft_s / 60:.1f} min, "
+          f"total {(time.time() - started) / 60:.1f} min wall)")
+    for name, ev in (("base model", base), ("after SFT", summary.get("eval_before") or {}),
+                     ("after SFT + RL", summary.get("eval_after") or {})):
+        print(f"{name:20s} {_fmt(ev.get('accuracy')):>9s} {_fmt(ev.get('code_ratio')):>11s}")
+    return 0
+
+
+def base_heldout(settings, sft_dir: Path, out: Path) -> dict:
+    """The base model's greedy held-out numbers under the SFT run's task spec (what RL's "before" is for SFT)."""
+    import torch
+
+    from torl.background_loop import BackgroundLoop
+    from torl.engines import make_engine
+    from torl.engines.models import resolve_model
+    from torl.train.config import make_sandbox
+    from torl.train.heldout import evaluate_heldout
+
+    torch.set_num_threads(settings.torch_threads or torch.get_num_threads())
+    task = settings.task()
+    questions = [json.loads(line) for line in (sft_dir / "heldout_questions.jsonl").read_text().splitlines()]
+    loop = BackgroundLoop("emergence-base")
+
+    async def build_sandbox():
+        return make_sandbox(settings.questions_config())
+
+    sandbox = loop.run(build_sandbox())
+    try:
+        engine = make_engine("transformers", resolve_model(settings.model))
+        return evaluate_heldout(engine, sandbox, loop, task.prompt_template(), questions,
+                                task.rollout_config(temperature=0.0), task.reward_scheme, out)
+    finally:
+        loop.run(sandbox.aclose())
+        loop.close()
 
 
 def load(run_dir: Path) -> tuple[dict, list[dict]]:

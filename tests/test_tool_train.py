@@ -63,7 +63,13 @@ seed: 0
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert row["tools/python/calls"] == 1.0 and row["tools/search/calls"] == 1.0
     assert row["tools/unknown_tool_ratio"] == 1 / 3 and row["tools/parse_error_ratio"] == 0.0
+    assert row["health/void_turn_ratio"] == 0.0  # each turn after a tool message calls a tool or answers
     sample = json.loads(next((run / "samples").glob("step_*.jsonl")).read_text().splitlines()[0])
+    # the dump records the prompt the model saw: SmolLM2's template has no tool support, so the schemas
+    # are in its system message
+    assert "<tools>" in sample["prompt"] and '"name": "search"' in sample["prompt"]
+    assert sample["prompt"].endswith(sample["problem"] + "\n\nCall a tool when it helps, and put your final answer "
+                                     "within \\boxed{}.<|im_end|>\n<|im_start|>assistant\n")
     calls = sample["trajectory"]["calls"] if "trajectory" in sample else sample["calls"]
     assert [c["tool"] for c in calls] == ["python", "search", "nope"]
     assert calls[0]["observation"] == "6" and "two times three" in calls[1]["observation"]

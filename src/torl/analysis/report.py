@@ -6,7 +6,9 @@ Writes into `out_dir` (default ``<run>/report``):
   training), ``curves.png`` + ``curve_*.png`` (ToRL's curves, reward, loss, entropy, grad norm),
   ``health_over_steps.png``, ``analytics_over_steps.png``, ``analytics_by_step.json``;
 - eval dir: ``eval_benchmarks.png``, ``analytics.json``;
-- both: ``index.html`` (self-contained: plots inline, trajectories embedded, filters). A training
+- both: ``index.html`` (self-contained: plots inline, trajectories embedded, filters). Under protocol
+  tool_calls the analytics (and a "Tool calls" table) hold the ``tools/*`` metrics of
+  `torl.tools.metrics` per step or benchmark: parse errors, unknown tools, calls per tool. A training
   run's browser also holds the held-out rollouts, as groups "held-out before" / "held-out after".
 """
 
@@ -29,6 +31,7 @@ from torl.analysis.tables import display_name, metric_title, metrics_shown, tabl
 from torl.analysis.viewer import heldout_record, render_page, sample_record
 from torl.errors import UserError
 from torl.metrics.behaviour import metrics_by
+from torl.tools.metrics import tool_call_metrics_by
 
 SUMMARY_KEYS = ("accuracy", "code_ratio", "pass_ratio", "calls_per_response", "response_tokens",
                 "error_recovery_ratio", "cross_check_ratio", "accuracy_with_code", "accuracy_without_code")
@@ -74,6 +77,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, max_
     out = Path(out_dir) if out_dir is not None else run.root / "report"
     out.mkdir(parents=True, exist_ok=True)
     grouped = metrics_by(run.samples, key=lambda r: r.get(run.group_key))
+    if run.protocol == "tool_calls":
+        for group, tools in tool_call_metrics_by(run.samples, key=lambda r: r.get(run.group_key)).items():
+            grouped[group].update(tools)
     if run.results and run.results.get("benchmarks"):  # the user's benchmark order, as in the results table
         order = list(run.results["benchmarks"])
         grouped = dict(sorted(grouped.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
@@ -175,4 +181,8 @@ def _tables(run: RunData, grouped: dict) -> list[tuple[str, list[str], list[list
         header = ["metric"] + [f"{run.group_key} {k}" if run.kind == "train" else display_name(str(k)) for k in keys]
         body = [[key] + [_fmt(grouped[k].get(key)) for k in keys] for key in SUMMARY_KEYS]
         tables.append(("Behaviour analytics (torl/metrics/METRICS.md)", header, body))
+        tools = sorted({name for k in keys for name in grouped[k] if name.startswith("tools/")})
+        if tools:
+            tables.append(("Tool calls (torl/tools/metrics.py)", header,
+                           [[name] + [_fmt(grouped[k].get(name)) for k in keys] for name in tools]))
     return tables

@@ -40,6 +40,7 @@ class RunData:
     results: dict | None = None     # eval: results.json
     heldout: dict[str, HeldOut] = dataclasses.field(default_factory=dict)  # training: "before"/"after" when run
     max_tool_calls: int | None = None  # training: C from task_spec.json, when it is there
+    protocol: str = "code_blocks"   # the task spec's (task_spec.json, or an eval's results.json settings)
 
     @property
     def group_key(self) -> str:
@@ -86,7 +87,10 @@ def load_run(root: str | Path) -> RunData:
         raise UserError(f"{root} is not a directory; pass a training run dir or a `torl eval` output dir")
     evaluation = EvalLayout(root)
     if evaluation.trajectories.exists():
-        return RunData(root, "eval", [], read_jsonl(evaluation.trajectories), read_json(evaluation.results))
+        results = read_json(evaluation.results)
+        task = ((results or {}).get("settings") or {}).get("task") or {}
+        return RunData(root, "eval", [], read_jsonl(evaluation.trajectories), results,
+                       protocol=task.get("protocol", "code_blocks"))
     run = RunLayout(root)
     heldout = load_heldout(run)
     if not run.metrics.exists() and not run.samples.is_dir():
@@ -103,7 +107,7 @@ def load_run(root: str | Path) -> RunData:
     spec = read_json(run.task_spec) or {}
     calls = spec.get("max_tool_calls")
     return RunData(root, "train", metrics, samples, heldout=heldout,
-                   max_tool_calls=calls if isinstance(calls, int) else None)
+                   max_tool_calls=calls if isinstance(calls, int) else None, protocol=spec.get("protocol", "code_blocks"))
 
 
 def load_heldout(run: RunLayout) -> dict[str, HeldOut]:

@@ -209,8 +209,9 @@ def sample_questions(
     """Run K samples of every question (`torl.question` dicts), judge them, return kept rows and the report.
 
     Factories are async callables `(cfg) -> engine / sandbox` (defaults: `torl eval`'s builders,
-    which probe a teacher endpoint and health-check the sandbox first); `scorer(text, gold, calls)`
-    defaults to `torl.reward.score` under the task's reward scheme.
+    which probe a teacher endpoint and health-check the sandbox first); `scorer(text, gold, calls)`,
+    text being the trajectory's `answer_text` (the model's own segments), defaults to `torl.reward.score`
+    under the task's reward scheme.
     """
     if not questions:
         raise UserError("no questions to sample: the input is empty")
@@ -235,7 +236,8 @@ async def _sample_all(questions, cfg: SampleConfig, engine_factory, sandbox_fact
     """{(question_id, sample): (trajectory dict, correct or None)} for every sample."""
     from tqdm import tqdm
 
-    from torl.tir.loop import rollout
+    from torl.tir.loop import encode_prompt, rollout
+    from torl.tir.trajectory import answer_text
 
     template = cfg.task.prompt_template()
     rollout_config = cfg.task.rollout_config(temperature=cfg.temperature, top_p=cfg.top_p, logprobs=False)
@@ -249,7 +251,7 @@ async def _sample_all(questions, cfg: SampleConfig, engine_factory, sandbox_fact
         prompts = {}
         for q in questions:
             try:
-                prompts[q["question_id"]] = template.encode(q["problem"], engine.tokenizer)
+                prompts[q["question_id"]] = encode_prompt(template, q["problem"], engine.tokenizer, rollout_config)
             except ValueError as e:  # e.g. a chat template on a tokenizer without one
                 raise UserError(str(e)) from None
 
@@ -261,7 +263,7 @@ async def _sample_all(questions, cfg: SampleConfig, engine_factory, sandbox_fact
                 traj = (await rollout(engine, sandbox, prompts[q["question_id"]], config, metadata=meta)).to_dict()
             # Checking runs in worker processes; a thread keeps the event loop generating meanwhile.
             correct = None if traj["sandbox_error"] else bool(
-                (await asyncio.to_thread(scorer, traj["text"], q["gold"], traj["calls"])).correct)
+                (await asyncio.to_thread(scorer, answer_text(traj), q["gold"], traj["calls"])).correct)
             out[(q["question_id"], s)] = (traj, correct)
             bar.update(1)
 

@@ -18,7 +18,7 @@ from torl.eval.benchmarks import load_benchmark, resolve_benchmark
 from torl.eval.store import TrajectoryLog, row_key
 from torl.tir.seeds import derive_seed
 from torl.tir.task import TaskSpec, resolve_task, run_model
-from torl.tir.trajectory import compact_trajectory
+from torl.tir.trajectory import answer_text, compact_trajectory
 
 
 @dataclasses.dataclass
@@ -207,7 +207,7 @@ async def _sample_with(cfg, todo, log: TrajectoryLog, template, engine, sandbox,
             config = dataclasses.replace(rollout_config, seed=sample_seed(cfg.seed, name, problem["question_id"], sample))
             traj = (await rollout(engine, sandbox, prompts[key], config)).to_dict()
         # Checking runs in worker processes; a thread keeps the event loop generating meanwhile.
-        result = None if traj["sandbox_error"] else await asyncio.to_thread(scorer, traj["text"], problem["gold"], traj["calls"])
+        result = None if traj["sandbox_error"] else await asyncio.to_thread(scorer, answer_text(traj), problem["gold"], traj["calls"])
         log.append({
             "benchmark": name, "question_id": problem["question_id"], "sample": sample,
             "problem": problem["problem"], "gold": problem["gold"],

@@ -5,7 +5,8 @@ Files written next to ``trajectories.jsonl``:
 - ``results.json``: settings, per-benchmark scores (accuracy = avg@k, pass@k, counts, sandbox
   errors) and the unweighted average over benchmarks;
 - ``results.md``: the table in ToRL's layout (rows = model, columns = benchmarks + Average);
-- ``analytics.json`` / ``analytics.md``: `torl.metrics` behaviour metrics per benchmark;
+- ``analytics.json`` / ``analytics.md``: `torl.metrics` behaviour metrics per benchmark (protocol
+  tool_calls adds the ``tools/*`` metrics of `torl.tools.metrics`: parse errors, unknown tools, per tool);
 - with ``--tools-off-baseline``: ``tools_off/`` (the same eval at C = 0, a complete eval dir of its
   own) and a ``tools_off_baseline`` entry in results.json / a table in results.md (`tools_off.py`).
 """
@@ -26,6 +27,7 @@ from torl.eval.accuracy import benchmark_scores
 from torl.eval.tools_off import comparison_table
 from torl.metrics.behaviour import metrics_by
 from torl.run_layout import EvalLayout
+from torl.tools.metrics import tool_call_metrics_by
 
 # The analytics rows shown in analytics.md (all of them are in analytics.json).
 ANALYTICS_SHOWN = ("accuracy", "code_ratio", "pass_ratio", "calls_per_response", "skipped_calls",
@@ -48,6 +50,9 @@ def summarize(rows: list[dict], cfg) -> dict:
         s["sandbox_errors"] = sum(int(r["trajectory"].get("sandbox_errors", 0)) for r in bench_rows)
         scores[name] = s
     analytics = metrics_by(rows, key=lambda r: r["benchmark"])
+    if cfg.task.protocol == "tool_calls":
+        for name, tools in tool_call_metrics_by(rows, key=lambda r: r["benchmark"]).items():
+            analytics[name].update(tools)
     accuracies = [s["accuracy"] for s in scores.values()]
     passes = [s["pass_at_k"] for s in scores.values()]
     return {
@@ -115,7 +120,8 @@ def results_markdown(summary: dict) -> str:
 def analytics_markdown(summary: dict) -> str:
     names = list(summary["analytics"])
     header = ["metric"] + [display_name(n) for n in names]
-    rows = [[key] + [_fmt(summary["analytics"][n].get(key)) for n in names] for key in ANALYTICS_SHOWN]
+    tools = sorted({k for n in names for k in summary["analytics"][n] if k.startswith("tools/")})
+    rows = [[key] + [_fmt(summary["analytics"][n].get(key)) for n in names] for key in ANALYTICS_SHOWN + tuple(tools)]
     return ("### Behaviour analytics (definitions: torl/metrics/METRICS.md)\n\n" + markdown_table(header, rows))
 
 

@@ -11,7 +11,10 @@ Terms:
   segment (or the end of the response); consecutive model segments are one turn. The model text
   before the first observation is not such a turn: nothing was observed yet.
 - **boxed answer**: `torl.reward.extract.extract_answer` without fallbacks -- the last closed,
-  non-empty ``\\boxed{}`` outside code and output blocks, exactly what the reward grades.
+  non-empty ``\\boxed{}`` outside code and output blocks and ``<tool_call>`` spans, exactly what the
+  reward grades (a response's is read from `answer_text`, the model's own segments).
+- **a call** (in a turn): a complete ```` ```python ```` block (protocol code_blocks) or a closed
+  ``<tool_call>`` (protocol tool_calls), run or not.
 - Responses ended by a sandbox failure (ours) are left out of every batch ratio: what they show
   is our infrastructure, not the model's behaviour.
 """
@@ -29,6 +32,8 @@ from torl.metrics.values import as_number, same_value
 from torl.reward.extract import extract_answer
 from torl.sandbox.result import FAILED_STATUSES
 from torl.tir.parsing import complete_python_blocks
+from torl.tir.tool_parsing import parse_tool_calls, strip_tool_calls
+from torl.tir.trajectory import answer_text
 
 IGNORED_RERUN = "rerun_after_error"      # re-ran the identical code that had just failed
 IGNORED_VALUE = "answer_ignores_value"   # boxed a different number than the one its code printed
@@ -48,8 +53,14 @@ def ended_by_sandbox_error(traj: dict) -> bool:
 
 
 def has_boxed_answer(text: str) -> bool:
-    """`text` holds a boxed answer the reward can grade (last closed ``\\boxed{}`` outside code blocks)."""
-    return extract_answer(text) is not None
+    """`text` holds a boxed answer the reward can grade (last closed ``\\boxed{}`` outside code blocks
+    and tool calls)."""
+    return extract_answer(strip_tool_calls(text)) is not None
+
+
+def makes_a_call(turn_text: str) -> bool:
+    """The turn writes a call under either protocol: a complete ```python block or a closed <tool_call>."""
+    return bool(complete_python_blocks(turn_text) or parse_tool_calls(turn_text))
 
 
 def turns_after_observations(traj: dict) -> list[str]:
@@ -69,8 +80,9 @@ def turns_after_observations(traj: dict) -> list[str]:
 
 
 def is_void_turn(turn_text: str) -> bool:
-    """A turn that writes neither a complete ```python block nor a boxed answer (SimpleTIR's void turn)."""
-    return not complete_python_blocks(turn_text) and not has_boxed_answer(turn_text)
+    """A turn that writes neither a call (a complete ```python block, a <tool_call>) nor a boxed answer
+    (SimpleTIR's void turn)."""
+    return not makes_a_call(turn_text) and not has_boxed_answer(turn_text)
 
 
 def judged_turns(traj: dict) -> list[str]:
@@ -171,9 +183,9 @@ def _answer_ignores(call: dict, text_after: str) -> bool:
     if len(lines) != 1 or not _PLAIN_NUMBER.fullmatch(lines[0]):
         return False
     printed = lines[0]
-    if complete_python_blocks(text_after):
+    if makes_a_call(text_after):
         return False
-    answer = extract_answer(text_after)
+    answer = extract_answer(strip_tool_calls(text_after))
     if answer is None or as_number(answer) is None or _agrees(printed, answer):
         return False
     # "-12" in the text mentions a printed 12 too ("20-12" reads as 20 and -12).
@@ -211,5 +223,5 @@ def health_metrics(trajectories: Sequence[dict]) -> dict[str, float | None]:
         "health/degenerate_ratio": _ratio(sum(is_degenerate(t) for t in kept), len(kept)),
         "health/repeated_code_ratio": _ratio(sum(repeated_calls(t) for t in kept), calls),
         "health/ignored_observation_ratio": _ratio(sum(len(ignored_observations(t)) for t in kept), calls),
-        "health/no_boxed_ratio": _ratio(sum(not has_boxed_answer(t.get("text", "")) for t in kept), len(kept)),
+        "health/no_boxed_ratio": _ratio(sum(not has_boxed_answer(answer_text(t)) for t in kept), len(kept)),
     }

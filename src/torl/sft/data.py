@@ -200,6 +200,10 @@ def _trajectory_of(row: dict, where: str, task: TaskSpec, tokenizer, eos: bool) 
             if not isinstance(traj.get(key), list):
                 raise SftDataError(f"{where}: a trajectory row needs the list {key!r} (Trajectory.to_dict)")
         return traj, "ids"
+    if task.protocol == "tool_calls":  # decoded text has lost the template's special tokens: no exact re-tokenizing
+        raise SftDataError(f"{where}: protocol tool_calls takes trajectories with their token ids only (torl rollout "
+                           "--json, torl data sample's rows, the tool-call expert); text and segment rows cannot be "
+                           "re-tokenized exactly through a chat template")
     if nested is not None and "segments" in nested:  # segment form: a compact dump row
         if nested.get("sandbox_error"):
             return None, "sandbox_error"

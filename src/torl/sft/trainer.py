@@ -25,7 +25,7 @@ from torl.sft.data import load_examples
 from torl.train.ranks import is_main_process
 from torl.train.run_dir import RunDir
 
-DATA_FILE = "sft_data.jsonl"          # expert data written for this run (text form)
+DATA_FILE = "sft_data.jsonl"          # expert data written for this run (text form; id form under tool_calls)
 DATA_REPORT = "sft_data_report.json"  # rows read, used, skipped; token counts
 HELDOUT_FILE = "heldout_questions.jsonl"
 
@@ -53,7 +53,7 @@ def run_sft(settings: SftSettings, sft_cfg) -> int:
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked out of the loss
     with tempfile.TemporaryDirectory(prefix="torl-sft-") as scratch:
         # Everything is read and checked before the run directory exists: bad data leaves nothing behind.
-        expert = None if settings.data else _write_expert_data(settings, sft_cfg.seed, Path(scratch))
+        expert = None if settings.data else _write_expert_data(settings, sft_cfg.seed, Path(scratch), task, tokenizer)
         paths = list(settings.data) or [str(run.root / DATA_FILE)]
         examples, report = load_examples(list(settings.data) or [str(expert / DATA_FILE)], task, tokenizer,
                                          only_correct=settings.only_correct, eos=settings.add_eos)
@@ -118,8 +118,9 @@ def run_sft(settings: SftSettings, sft_cfg) -> int:
     return 0
 
 
-def _write_expert_data(settings: SftSettings, seed: int, out_dir: Path) -> Path:
-    """Expert TIR rows for the training questions `torl train` would use with these task settings."""
+def _write_expert_data(settings: SftSettings, seed: int, out_dir: Path, task, tokenizer) -> Path:
+    """Expert TIR rows for the training questions `torl train` would use with these task settings
+    (protocol tool_calls: tool-call trajectories through the chat template, `torl.sft.tool_expert`)."""
     from torl.sft.expert import write_expert_data
     from torl.train.config import make_sandbox
     from torl.train.data import load_questions
@@ -129,7 +130,12 @@ def _write_expert_data(settings: SftSettings, seed: int, out_dir: Path) -> Path:
     if heldout:
         (out_dir / HELDOUT_FILE).write_text("".join(json.dumps(q) + "\n" for q in heldout))
     out = out_dir / DATA_FILE
-    counts = write_expert_data(train, out, lambda: make_sandbox(torl_cfg))
+    if task.protocol == "tool_calls":
+        from torl.sft.tool_expert import write_tool_call_expert_data
+
+        counts = write_tool_call_expert_data(train, out, lambda: make_sandbox(torl_cfg), task, tokenizer)
+    else:
+        counts = write_expert_data(train, out, lambda: make_sandbox(torl_cfg))
     print(f"torl: expert TIR data: {counts['written']} rows for {counts['questions']} training questions "
           f"({counts['dropped']} dropped)", file=sys.stderr)
     return out_dir

@@ -17,6 +17,7 @@ import re
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
 _CALL = re.compile(re.escape(CALL_OPEN) + r"(.*?)" + re.escape(CALL_CLOSE), re.DOTALL)
+_CALL_OR_UNCLOSED = re.compile(re.escape(CALL_OPEN) + r".*?(?:" + re.escape(CALL_CLOSE) + r"|\Z)", re.DOTALL)
 
 
 @dataclasses.dataclass
@@ -25,6 +26,12 @@ class ParsedCall:
     name: str | None = None
     arguments: dict | None = None
     error: str | None = None        # why it is not a well-formed call (shown to the model)
+
+
+def strip_tool_calls(text: str) -> str:
+    """`text` without its ``<tool_call>`` spans (an unclosed one to the end): the model's prose, as
+    `torl.reward.strip_code_blocks` leaves it for code blocks. A call's JSON holds code, never the answer."""
+    return _CALL_OR_UNCLOSED.sub("\n", text)
 
 
 def parse_tool_calls(text: str) -> list[ParsedCall]:

@@ -29,7 +29,8 @@
   ``reason`` = "over_budget" (written after the C-call budget was used up) or "not_last" (an
   earlier block in a turn: only the last block of a turn runs).
 - ``segments`` (list[{kind, text}]): the completion as alternating "model" / "tool" text.
-- ``text`` (str): the full decoded completion (special tokens skipped) = concat of segments.
+- ``text`` (str): the full decoded completion (special tokens skipped) = concat of segments. The
+  reward reads `answer_text` instead: the model's own segments only.
 - ``finish_reason``: "stop" (EOS or end of text) | "length" (response budget used up) |
   "sandbox_error" (our infrastructure failed; drop the trajectory from training).
 - ``truncated`` (bool): cut by the response-length budget (which counts interpreter tokens).
@@ -48,7 +49,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from torl.reward.extract import strip_code_blocks
 from torl.sandbox.result import ExecResult
+from torl.tir.tool_parsing import strip_tool_calls
 
 TOKEN_LISTS = ("prompt_ids", "completion_ids", "loss_mask", "logprobs")
 
@@ -59,6 +62,22 @@ def compact_trajectory(trajectory: dict) -> dict:
     out["prompt_tokens"] = len(trajectory.get("prompt_ids") or [])
     out["completion_tokens"] = len(trajectory.get("completion_ids") or [])
     return out
+
+
+def answer_text(trajectory: Trajectory | dict) -> str:
+    """The text whose ``\\boxed{}`` is the model's answer: what every reward call site scores.
+
+    Only the model's own segments count: a tool's output (an ```` ```output ```` block's body, a
+    ``tool`` message) is something the model read, never its answer, even when it holds a
+    ``\\boxed{}``. Each model segment loses its ``<tool_call>`` spans (a call's JSON holds code) and
+    its fenced blocks (the code it ran), as the reward's extraction would, but segment by segment, so
+    a tool output that contains a fence cannot unbalance the fences around it; segments are joined
+    by newlines. A trajectory without segments (an old dump) falls back to its whole ``text``.
+    """
+    segments = trajectory.segments if isinstance(trajectory, Trajectory) else trajectory.get("segments")
+    if not segments:
+        return trajectory.text if isinstance(trajectory, Trajectory) else trajectory.get("text", "")
+    return "\n".join(strip_code_blocks(strip_tool_calls(s["text"])) for s in segments if s["kind"] == "model")
 
 
 @dataclasses.dataclass
@@ -114,6 +133,11 @@ class Trajectory:
     @property
     def num_calls(self) -> int:
         return len(self.calls)
+
+    @property
+    def answer_text(self) -> str:
+        """The model's own text, tool output left out: what the reward reads (module function `answer_text`)."""
+        return answer_text(self)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -15,9 +15,11 @@ of ``python``.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 
 
 def tool_call_metrics(trajectories: list[dict]) -> dict[str, float]:
+    """The ``tools/*`` metrics above over `trajectories` (full or compact `Trajectory.to_dict()` forms)."""
     calls = [c for t in trajectories for c in t.get("calls", []) if c.get("executed", True)]
     out: dict[str, float] = {}
     n = len(calls)
@@ -35,3 +37,12 @@ def tool_call_metrics(trajectories: list[dict]) -> dict[str, float]:
         out[f"tools/{name}/errors"] = sum(bool(c.get("error")) for c in group) / responses
         out[f"tools/{name}/latency_s"] = sum(c.get("latency_s", 0.0) for c in group) / len(group)
     return out
+
+
+def tool_call_metrics_by(rows: Iterable[dict], key: Callable[[dict], object]) -> dict[object, dict[str, float]]:
+    """`tool_call_metrics` per group of sample rows (each row holds a ``trajectory``), as
+    `torl.metrics.behaviour.metrics_by` groups the behaviour metrics: eval benchmarks, training steps."""
+    groups: dict[object, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row["trajectory"])
+    return {k: tool_call_metrics(trajectories) for k, trajectories in groups.items()}

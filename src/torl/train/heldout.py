@@ -24,7 +24,7 @@ def evaluate_heldout(engine, sandbox, loop, template, questions: list[dict], rol
     trajectories = loop.run(rollout_many(engine, sandbox, prompt_ids, config))
     rows = []
     for q, traj in zip(questions, trajectories, strict=True):
-        result = None if traj.sandbox_error else score(traj.text, q["gold"], scheme=scheme, calls=traj.calls)
+        result = None if traj.sandbox_error else score(traj.answer_text, q["gold"], scheme=scheme, calls=traj.calls)
         rows.append({
             "question_id": q["question_id"], "problem": q["problem"], "gold": q["gold"],
             "correct": None if result is None else bool(result.correct),

@@ -1,4 +1,4 @@
-"""The GRPO reward function: `torl.reward.score` on each trajectory, nothing else.
+"""The GRPO reward function: `torl.reward.score` on each trajectory's `answer_text`, nothing else.
 
 TRL calls it once per generation batch with every dataset column and every extra field our
 rollout function returned (`trajectory`, and the `question_id`/`problem`/`gold` of the questions
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from torl.tir.trajectory import answer_text
 from torl.train.step_record import StepRecorder
 
 
@@ -35,7 +36,7 @@ def score_trajectories(trajectories: list[dict], golds: list[str], scheme: str) 
     """One `RewardResult` per trajectory; None where our sandbox failed (never the model's fault)."""
     from torl.reward import score
 
-    return [None if traj["sandbox_error"] else score(traj["text"], answer, scheme=scheme, calls=traj["calls"])
+    return [None if traj["sandbox_error"] else score(answer_text(traj), answer, scheme=scheme, calls=traj["calls"])
             for traj, answer in zip(trajectories, golds, strict=True)]
 
 

@@ -16,6 +16,7 @@ from typing import Self
 import torch
 
 from torl.background_loop import BackgroundLoop
+from torl.tir.loop import tool_renderer
 from torl.train import console
 from torl.train.config import health_config, make_sandbox, task_spec, zero_signal_mode
 from torl.train.data import load_questions
@@ -118,8 +119,10 @@ class TrainingSession:
         cfg, args = self.cfg, self.args
         correct, measure = resolve_mismatch(cfg.importance_sampling_correction, cfg.mismatch_metrics,
                                             choose_engine(cfg.engine))
+        # the prompt the model saw, for the dumps: under tool_calls with the tools' schemas (the loop's own renderer)
+        tools = tool_renderer(tokenizer, self.rollout_config.toolset) if self.rollout_config.protocol == "tool_calls" else None
         report = StepReport(self.recorder, self.run.samples if cfg.dump_samples else None,
-                            render_prompt=lambda q: self.template.render(q, tokenizer), rank=process_rank(),
+                            render_prompt=lambda q: self.template.render(q, tokenizer, tool_renderer=tools), rank=process_rank(),
                             health=cfg.health_checks, max_rows=cfg.dump_samples_max)
         dataset = Dataset.from_list([{"prompt": q["problem"], **q} for q in self.train_questions])
         self.trainer = ToolGRPOTrainer(
