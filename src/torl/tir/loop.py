@@ -35,7 +35,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 
-from torl.engines.base import Engine, SamplingParams
+from torl.engines.base import Engine
 from torl.errors import SandboxFailure
 from torl.sandbox.base import Sandbox
 from torl.sandbox.result import ExecResult, ExecStatus
@@ -47,8 +47,8 @@ from torl.tir.trajectory import (
     ToolCall,
     Trajectory,
     append_observation,
-    append_tokens,
 )
+from torl.tir.turn import generate_turn
 from torl.tools.registry import ToolSet
 
 OUTPUT_FENCE = "```output"
@@ -129,8 +129,7 @@ async def rollout(
     session = await sandbox.open_session() if config.session and sandbox is not None and needs_sandbox else None
     try:
         if tool_calls:
-            await run_tool_call_turns(engine, sandbox, traj, config, session, tool_renderer(tokenizer, config.toolset),
-                                      _add_model_text)
+            await run_tool_call_turns(engine, sandbox, traj, config, session, tool_renderer(tokenizer, config.toolset))
         else:
             await _run_turns(engine, sandbox, tokenizer, traj, config, session)
     finally:
@@ -174,26 +173,10 @@ def call_stops(trigger: str) -> tuple[str, ...]:
 async def _run_turns(engine, sandbox, tokenizer, traj: Trajectory, config: RolloutConfig, session) -> None:
     triggers = call_stops(config.call_trigger)
     while True:
-        remaining = config.max_response_tokens - len(traj.completion_ids)
-        if remaining <= 0:
-            traj.truncated, traj.finish_reason = True, "length"
+        turn = await generate_turn(engine, traj, config, triggers)
+        if turn is None:
             return
-        calls_left = config.max_tool_calls - len(traj.calls)
-        params = SamplingParams(
-            max_tokens=remaining,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            top_k=config.top_k,
-            stop=(triggers if calls_left > 0 else ()) + tuple(config.stop_strings),
-            seed=derive_seed(config.seed, "turn", traj.num_turns),
-            logprobs=config.logprobs,
-        )
-        gen = await engine.generate(traj.prompt_ids + traj.completion_ids, params)
-        if not gen.token_ids:
-            raise RuntimeError(f"{type(engine).__name__} returned no tokens for a request with max_tokens={remaining}")
-        traj.num_turns += 1
-        append_tokens(traj, gen.token_ids, gen.logprobs, mask=1)
-        turn_text = _add_model_text(traj, tokenizer.decode(gen.token_ids, skip_special_tokens=True))
+        gen, turn_text, calls_left = turn.gen, turn.text, turn.calls_left
         blocks = complete_python_blocks(turn_text)
 
         triggered = calls_left > 0 and gen.finish_reason == "stop" and gen.stop_reason in triggers
@@ -231,16 +214,6 @@ async def _run_turns(engine, sandbox, tokenizer, traj: Trajectory, config: Rollo
         if cut:
             traj.truncated, traj.finish_reason = True, "length"
             return
-
-
-def _add_model_text(traj: Trajectory, text: str) -> str:
-    """Append model text; a generation resumed without an observation extends the same segment.
-    Returns the model's text since the last observation (where blocks are looked for)."""
-    if traj.segments and traj.segments[-1]["kind"] == "model":
-        traj.segments[-1]["text"] += text
-    else:
-        traj.segments.append({"kind": "model", "text": text})
-    return traj.segments[-1]["text"]
 
 
 async def _execute(sandbox: Sandbox, code: str, config: RolloutConfig, session, traj: Trajectory) -> ExecResult:

@@ -18,9 +18,9 @@ import json
 from collections import Counter
 
 from torl.errors import SandboxFailure
-from torl.tir.seeds import derive_seed
 from torl.tir.tool_parsing import CALL_CLOSE, ParsedCall, parse_tool_calls
-from torl.tir.trajectory import SkippedCall, ToolCall, append_observation, append_tokens
+from torl.tir.trajectory import SkippedCall, ToolCall, append_observation
+from torl.tir.turn import generate_turn
 from torl.tools.registry import ToolContext, ToolOutput, error_output
 
 TOOL_CALL_TRIGGERS = ("call_end", "turn_end")
@@ -31,28 +31,15 @@ def wrap_error(text: str) -> str:
     return f"<error>\n{text}\n</error>"
 
 
-async def run_tool_call_turns(engine, sandbox, traj, config, session, renderer, add_model_text) -> None:
-    from torl.engines.base import SamplingParams
-
+async def run_tool_call_turns(engine, sandbox, traj, config, session, renderer) -> None:
     tokenizer, tools = engine.tokenizer, config.toolset
     per_tool: Counter[str] = Counter()
     stops = (CALL_CLOSE,) if config.call_trigger == "call_end" else ()
     while True:
-        remaining = config.max_response_tokens - len(traj.completion_ids)
-        if remaining <= 0:
-            traj.truncated, traj.finish_reason = True, "length"
+        turn = await generate_turn(engine, traj, config, stops)
+        if turn is None:
             return
-        calls_left = config.max_tool_calls - len(traj.calls)
-        params = SamplingParams(
-            max_tokens=remaining, temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
-            stop=(stops if calls_left > 0 else ()) + tuple(config.stop_strings),
-            seed=derive_seed(config.seed, "turn", traj.num_turns), logprobs=config.logprobs)
-        gen = await engine.generate(traj.prompt_ids + traj.completion_ids, params)
-        if not gen.token_ids:
-            raise RuntimeError(f"{type(engine).__name__} returned no tokens for a request with max_tokens={remaining}")
-        traj.num_turns += 1
-        append_tokens(traj, gen.token_ids, gen.logprobs, mask=1)
-        turn_text = add_model_text(traj, tokenizer.decode(gen.token_ids, skip_special_tokens=True))
+        gen, turn_text, calls_left = turn.gen, turn.text, turn.calls_left
         parsed = parse_tool_calls(turn_text)
         ended_turn = gen.finish_reason == "stop" and not isinstance(gen.stop_reason, str)  # EOS
         triggered = calls_left > 0 and gen.finish_reason == "stop" and (
