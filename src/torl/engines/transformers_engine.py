@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -158,11 +159,11 @@ class TransformersEngine(Engine):
         generators = [self._request_generator(r.params) for r in batch]
         active = list(range(len(batch)))  # row j of the running batch serves batch[active[j]]
         while True:
-            logits = logits.float()
+            rows_requests = [batch[index] for index in active]
+            tokens, logprobs = _sample_rows(logits, [r.params for r in rows_requests],
+                                            [generators[index] for index in active])
             next_tokens, keep = [], []
-            for row, index in enumerate(active):
-                request = batch[index]
-                token, logprob = _sample(logits[row], request.params, generators[index])
+            for row, (request, token, logprob) in enumerate(zip(rows_requests, tokens, logprobs)):
                 request.token_ids.append(token)
                 request.logprobs.append(logprob)
                 finished = self._finish_reason(request)
@@ -270,11 +271,12 @@ def _new_cache(model, reserve: int | None):
 
 
 class _ReservedLayer(DynamicLayer):
-    """A `DynamicLayer` whose keys and values are views into buffers with room to grow."""
+    """A `DynamicLayer` whose keys and values are views into buffers with room to grow: new
+    positions are written in place, and rows that leave the batch are closed up in place too."""
 
     def __init__(self, reserve: int):
         super().__init__()
-        self.reserve, self.length = reserve, 0
+        self.reserve, self.length, self.rows = reserve, 0, 0
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.dtype, self.device = key_states.dtype, key_states.device
@@ -287,17 +289,31 @@ class _ReservedLayer(DynamicLayer):
         end = self.length + key_states.shape[-2]
         if self._key_buffer is None or end > self._key_buffer.shape[-2]:
             self._reallocate(key_states.shape[0], end + self.reserve, key_states, value_states)
-        self._key_buffer[:, :, self.length:end].copy_(key_states)
-        self._value_buffer[:, :, self.length:end].copy_(value_states)
+        self.rows = key_states.shape[0]
+        self._key_buffer[:self.rows, :, self.length:end].copy_(key_states)
+        self._value_buffer[:self.rows, :, self.length:end].copy_(value_states)
         self.length = end
         self._expose()
         return self.keys, self.values
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.length > 0:
+        if self.length == 0:
+            return
+        keep = indices.tolist()
+        if all(a < b for a, b in itertools.pairwise(keep)) and len(keep) <= self.rows:
+            # rows leaving the batch: move the later rows up in place (no new buffer, rows before
+            # the first gap stay where they are)
+            first = next((i for i, row in enumerate(keep) if row != i), len(keep))
+            if first < len(keep):
+                moved = indices[first:]
+                end = len(keep)
+                self._key_buffer[first:end, :, :self.length] = self._key_buffer[moved, :, :self.length]
+                self._value_buffer[first:end, :, :self.length] = self._value_buffer[moved, :, :self.length]
+        else:
             self._key_buffer = _select_rows(self._key_buffer, indices, self.length)
             self._value_buffer = _select_rows(self._value_buffer, indices, self.length)
-            self._expose()
+        self.rows = len(keep)
+        self._expose()
 
     def _reallocate(self, batch: int, capacity: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         new_keys = keys.new_empty(batch, keys.shape[1], capacity, keys.shape[3])
@@ -308,8 +324,8 @@ class _ReservedLayer(DynamicLayer):
         self._key_buffer, self._value_buffer = new_keys, new_values
 
     def _expose(self) -> None:
-        self.keys = self._key_buffer[:, :, :self.length]
-        self.values = self._value_buffer[:, :, :self.length]
+        self.keys = self._key_buffer[:self.rows, :, :self.length]
+        self.values = self._value_buffer[:self.rows, :, :self.length]
 
 
 def _select_rows(buffer: torch.Tensor, indices: torch.Tensor, length: int) -> torch.Tensor:
@@ -319,24 +335,57 @@ def _select_rows(buffer: torch.Tensor, indices: torch.Tensor, length: int) -> to
     return out
 
 
-def _sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> tuple[int, float]:
-    """Sample one token from a row of logits; return it with its (tempered, untruncated) logprob."""
-    if params.temperature <= 1e-5:
-        token = int(torch.argmax(logits))
-        return token, float(torch.log_softmax(logits, -1)[token])
-    scaled = logits / params.temperature
+def _sample_rows(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]
+                 ) -> tuple[list[int], list[float]]:
+    """One token per row of `logits`, with its (tempered, untruncated) logprob.
+
+    The whole batch is tempered, normalised and sampled in a few tensor operations (not one
+    Python loop over the rows per step). A row's token depends only on its own logits and one
+    uniform draw from its own generator (inverse CDF: the first token whose cumulative
+    probability exceeds u), so a seeded request samples the same tokens alone or in any batch.
+    Greedy rows (temperature 0) take the argmax, report the raw distribution and draw nothing.
+    """
+    logits = logits.float()
+    greedy = [p.temperature <= 1e-5 for p in params]
+    temperatures = torch.tensor([1.0 if g else p.temperature for g, p in zip(greedy, params)],
+                                dtype=logits.dtype, device=logits.device).unsqueeze(1)
+    scaled = logits / temperatures
     logprobs = torch.log_softmax(scaled, -1)
+    probs = logprobs.exp()
+    for row, p in enumerate(params):
+        if not greedy[row] and (p.top_k > 0 or p.top_p < 1.0):
+            probs[row] = torch.softmax(_truncate(scaled[row], p), -1)
+    device = logits.device
+    draws = torch.stack([torch.zeros((), dtype=torch.float64, device=device) if g
+                         else torch.rand((), generator=gen, dtype=torch.float64, device=gen.device).to(device)
+                         for g, gen in zip(greedy, generators)])
+    cumulative = probs.double().cumsum(-1)
+    tokens = torch.searchsorted(cumulative, (draws * cumulative[:, -1]).unsqueeze(1), right=True).squeeze(1)
+    tokens = tokens.clamp_(max=probs.shape[-1] - 1)
+    is_greedy = torch.tensor(greedy, device=device)
+    if any(greedy):
+        tokens = torch.where(is_greedy, logits.argmax(-1), tokens)
+    impossible = (probs.gather(1, tokens.unsqueeze(1)).squeeze(1) == 0) & ~is_greedy
+    if bool(impossible.any()):  # u * total rounded up to the total itself: the last possible token
+        last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(-1)
+        tokens = torch.where(impossible, last, tokens)
+    chosen = logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)
+    token_list, logprob_list = tokens.tolist(), chosen.tolist()
+    return token_list, logprob_list
+
+
+def _truncate(scaled: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """`scaled` with the tokens outside top-k / top-p set to -inf (the token crossing top_p stays)."""
     filtered = scaled
     if params.top_k > 0:
         kth = torch.topk(filtered, min(params.top_k, filtered.numel())).values[-1]
         filtered = filtered.masked_fill(filtered < kth, float("-inf"))
     if params.top_p < 1.0:
         sorted_logits, order = torch.sort(filtered, descending=True)
-        cumulative = torch.softmax(sorted_logits, -1).cumsum(-1)
-        drop = cumulative - torch.softmax(sorted_logits, -1) > params.top_p  # keep the token crossing top_p
+        probs = torch.softmax(sorted_logits, -1)
+        drop = probs.cumsum(-1) - probs > params.top_p
         filtered = filtered.scatter(0, order[drop], float("-inf"))
-    token = int(torch.multinomial(torch.softmax(filtered, -1), 1, generator=generator))
-    return token, float(logprobs[token])
+    return filtered
 
 
 def _set_result(future: asyncio.Future, value) -> None:
