@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 RESULT = "RESULT "  # the worker's protocol lines on stdout (vLLM prints its own lines too)
-ABLATIONS = ("share_prefixes", "preallocate_cache")
+ABLATIONS = ("share_prefixes", "preallocate_cache", "cache_prefix")
 
 
 def workload(count: int, seed: int, tokenizer) -> tuple[list[list[int]], tuple[str, ...]]:

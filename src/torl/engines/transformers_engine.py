@@ -4,15 +4,20 @@ Concurrent `generate` calls queue up; a background task takes up to `max_batch_s
 left-pads them into one batch and decodes step by step with a KV cache in a worker thread (the
 event loop stays free for sandbox calls). Each sequence stops on its own (EOS, its stop strings,
 its `max_tokens`) and its caller is answered at once; finished rows leave the batch. Requests
-that arrive meanwhile join at the next batch boundary.
+that arrive meanwhile (a trajectory back from the sandbox) are prefilled and join the running
+batch at the next step, right-aligned with masked padding on the left (`admit_mid_batch`).
 
 What makes it fast on a CPU (bench/generate.py measures it against `model.generate` and vLLM):
 prompts are mostly the same template, so the batch's common prefix is computed once and each
 row's cache is ``[shared prefix | padding | own suffix]`` (32 few-shot prompts of 143 tokens
-share 130: the prompt work drops ~8x); identical prompts (a GRPO group) are computed once; the
-KV cache is written into preallocated room instead of re-concatenated at every token. Neither
-changes what is sampled: a seed gives the same tokens with them off (`share_prefixes`,
-`preallocate_cache`), and the logprobs equal the trainer's forward pass.
+share 130: the prompt work drops ~8x), and that prefix's keys and values are kept for the next
+batch while the weights stay the same (`cache_prefix`: version counters tell); identical prompts
+(a GRPO group) are computed once; the KV cache is written into preallocated room instead of
+re-concatenated at every token, and finished rows are closed up in place; the whole batch is
+sampled in a few tensor operations. None of this changes what is sampled: a seed gives the same
+tokens with each switch off (`share_prefixes`, `preallocate_cache`, `cache_prefix`,
+`admit_mid_batch`), a seeded request the same tokens alone or in any batch, and the logprobs equal
+the trainer's forward pass.
 
 Why not transformers' continuous-batching API (`generate_batch` / `init_continuous_batching`)?
 In 5.19 it has no per-request stop strings, temperatures or seeds, all of which the TIR loop
@@ -34,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import threading
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -66,11 +72,13 @@ class TransformersEngine(Engine):
         seed: int = 0,
         share_prefixes: bool = True,
         preallocate_cache: bool = True,
+        cache_prefix: bool = True,
+        admit_mid_batch: bool = True,
     ):
         """`model_or_path`: a loaded causal LM (shared, not copied), or a name for `resolve_model`
         (HF id, local path, ``smollm2-135m``). `dtype` defaults to float32 on CPU, bfloat16 on GPU.
-        `share_prefixes` and `preallocate_cache` only make it faster: turned off, a seed still
-        gives the same tokens (tests/test_engine_transformers.py)."""
+        `share_prefixes`, `preallocate_cache`, `cache_prefix` and `admit_mid_batch` only make it
+        faster: turned off, a seed still gives the same tokens (tests/test_engine_transformers.py)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if isinstance(model_or_path, torch.nn.Module):
@@ -89,6 +97,9 @@ class TransformersEngine(Engine):
         self.max_batch_size = max_batch_size
         self.share_prefixes = share_prefixes
         self.preallocate_cache = preallocate_cache
+        self.cache_prefix = cache_prefix
+        self.admit_mid_batch = admit_mid_batch
+        self._prefix: _PrefixKV | None = None  # the last shared prefix's keys and values, for the next batch
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
         eos = self.model.generation_config.eos_token_id if self.model.generation_config else None
         eos = [eos] if isinstance(eos, int) else list(eos or [])
@@ -98,6 +109,7 @@ class TransformersEngine(Engine):
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (eos[0] if eos else 0)
         self._pending: list[_Request] = []
+        self._pending_lock = threading.Lock()
         self._server: asyncio.Task | None = None
         self._weights_lock = asyncio.Lock()  # a weight update never lands mid-batch
 
@@ -107,7 +119,8 @@ class TransformersEngine(Engine):
         if params.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {params.max_tokens}")
         request = _Request(list(prompt_ids), params, asyncio.get_running_loop().create_future())
-        self._pending.append(request)
+        with self._pending_lock:  # the decoding thread takes arrivals from this list mid-batch
+            self._pending.append(request)
         if self._server is None or self._server.done():
             self._server = asyncio.create_task(self._serve())
         return await request.future
@@ -115,6 +128,7 @@ class TransformersEngine(Engine):
     async def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy tensors into the model by parameter/buffer name (between batches)."""
         async with self._weights_lock:
+            self._prefix = None
             targets = dict(self.model.named_parameters()) | dict(self.model.named_buffers())
             with torch.no_grad():
                 for name, tensor in named_tensors:
@@ -125,16 +139,16 @@ class TransformersEngine(Engine):
     async def aclose(self) -> None:
         if self._server is not None:
             self._server.cancel()
-        for request in self._pending:
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        for request in pending:
             if not request.future.done():
                 request.future.cancel()
-        self._pending.clear()
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
-            batch = self._pending[: self.max_batch_size]
-            del self._pending[: len(batch)]
+            batch = self._take_pending(self.max_batch_size)
             async with self._weights_lock:
                 try:
                     await asyncio.to_thread(self._run_batch, batch, loop)
@@ -153,46 +167,83 @@ class TransformersEngine(Engine):
             model.train(was_training)
 
     def _decode(self, batch: list[_Request], loop: asyncio.AbstractEventLoop) -> None:
-        reserve = max(r.params.max_tokens for r in batch)
-        cache = _new_cache(self.model, reserve if self.preallocate_cache else None)
-        logits, mask, positions = self._prefill(batch, cache)
-        generators = [self._request_generator(r.params) for r in batch]
-        active = list(range(len(batch)))  # row j of the running batch serves batch[active[j]]
+        """Decode `batch` until every row has finished. With `admit_mid_batch`, requests that
+        arrive meanwhile are prefilled and join the running batch at the next step (appended to
+        `batch`, so an error still answers them)."""
+        cache, logits, mask, positions, running = self._start(batch)
+        admissible = self.admit_mid_batch and all(type(layer) in (DynamicLayer, _ReservedLayer)
+                                                  for layer in cache.layers)
         while True:
-            rows_requests = [batch[index] for index in active]
-            tokens, logprobs = _sample_rows(logits, [r.params for r in rows_requests],
-                                            [generators[index] for index in active])
-            next_tokens, keep = [], []
-            for row, (request, token, logprob) in enumerate(zip(rows_requests, tokens, logprobs)):
-                request.token_ids.append(token)
-                request.logprobs.append(logprob)
-                finished = self._finish_reason(request)
-                if finished is None:
-                    next_tokens.append(token)
-                    keep.append(row)
-                else:
-                    reason, stop = finished
-                    generation = Generation(
-                        token_ids=request.token_ids,
-                        logprobs=request.logprobs if request.params.logprobs else None,
-                        finish_reason=reason,
-                        stop_reason=stop,
-                        text=self.tokenizer.decode(request.token_ids, skip_special_tokens=True),
-                    )
-                    loop.call_soon_threadsafe(_set_result, request.future, generation)
-            if not keep:
-                return
-            if len(keep) < len(active):
-                rows = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(rows)
+            next_tokens, keep = self._sample_and_answer(running, logits, loop)
+            if len(keep) < len(running):
+                rows = torch.tensor(keep, dtype=torch.long, device=self.device)
+                if keep:
+                    cache.batch_select_indices(rows)
                 mask, positions = mask[rows], positions[rows]
-                active = [active[row] for row in keep]
-            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-            positions = positions[:, -1:] + 1
+                running = [running[row] for row in keep]
+            if admissible and len(running) < self.max_batch_size:
+                arrived = self._take_pending(self.max_batch_size - len(running))
+                if arrived:
+                    batch.extend(arrived)
+                    new_cache, new_logits, new_mask, new_positions, new_running = self._start(arrived)
+                    new_tokens, new_keep = self._sample_and_answer(new_running, new_logits, loop)
+                    if new_keep:
+                        rows = torch.tensor(new_keep, dtype=torch.long, device=self.device)
+                        new_cache.batch_select_indices(rows)
+                        if running:
+                            mask = _merge_into(cache, mask, new_cache, new_mask[rows])
+                            positions = torch.cat([positions, new_positions[rows]])
+                        else:  # the old rows all finished: the arrivals' cache is the batch's now
+                            cache, mask, positions = new_cache, new_mask[rows], new_positions[rows]
+                        running += [new_running[row] for row in new_keep]
+                        next_tokens += new_tokens
+            if not running:
+                return
+            mask = torch.cat([mask, mask.new_ones(len(running), 1)], dim=1)
+            positions = positions + 1
             step = torch.tensor(next_tokens, device=self.device).unsqueeze(1)
             out = self.model(input_ids=step, attention_mask=mask, position_ids=positions, past_key_values=cache,
                              use_cache=True, logits_to_keep=1)
             logits = out.logits[:, -1, :]
+
+    def _start(self, requests: list[_Request]):
+        """A new cache holding `requests`' prompts: (cache, last logits, attention mask, the last
+        positions [rows, 1], the running rows as (request, generator))."""
+        reserve = max(r.params.max_tokens for r in requests)
+        cache = _new_cache(self.model, reserve if self.preallocate_cache else None)
+        logits, mask, positions = self._prefill(requests, cache)
+        running = [(r, self._request_generator(r.params)) for r in requests]
+        return cache, logits, mask, positions[:, -1:], running
+
+    def _sample_and_answer(self, running, logits, loop) -> tuple[list[int], list[int]]:
+        """Sample a token for every running row and answer the requests that finished; return the
+        tokens of the rows that go on and their row numbers."""
+        tokens, logprobs = _sample_rows(logits, [r.params for r, _ in running], [g for _, g in running])
+        next_tokens, keep = [], []
+        for row, ((request, _), token, logprob) in enumerate(zip(running, tokens, logprobs)):
+            request.token_ids.append(token)
+            request.logprobs.append(logprob)
+            finished = self._finish_reason(request)
+            if finished is None:
+                next_tokens.append(token)
+                keep.append(row)
+                continue
+            reason, stop = finished
+            generation = Generation(
+                token_ids=request.token_ids,
+                logprobs=request.logprobs if request.params.logprobs else None,
+                finish_reason=reason,
+                stop_reason=stop,
+                text=self.tokenizer.decode(request.token_ids, skip_special_tokens=True),
+            )
+            loop.call_soon_threadsafe(_set_result, request.future, generation)
+        return next_tokens, keep
+
+    def _take_pending(self, limit: int) -> list[_Request]:
+        with self._pending_lock:
+            taken = self._pending[:limit]
+            del self._pending[:limit]
+        return taken
 
     def _prefill(self, batch: list[_Request], cache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Fill `cache` with the batch's prompts; return the last position's logits, the attention
@@ -208,12 +259,23 @@ class TransformersEngine(Engine):
         index: dict[tuple[int, ...], int] = {}
         rows = [index.setdefault(tuple(r.prompt), len(index)) for r in batch]
         unique = [list(p) for p in index]
-        shared = _common_prefix_length(unique) if self.share_prefixes and len(unique) > 1 else 0
+        # every prompt keeps at least its last token for its own forward (its logits)
+        common = _common_prefix_length(unique) if len(unique) > 1 else len(unique[0]) - 1
+        shared = common if self.share_prefixes and len(unique) > 1 else 0
+        reused = self._reusable_prefix(unique[0][:common]) if self.cache_prefix else 0
+        shared = max(shared, reused)
         if shared < MIN_SHARED_PREFIX:
-            shared = 0
+            shared = reused = 0
         if shared:
-            prefix = torch.tensor([unique[0][:shared]], device=self.device)
-            self.model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            if reused:
+                for layer, (keys, values) in enumerate(self._prefix.layers):
+                    cache.update(keys[:, :, :reused], values[:, :, :reused], layer)
+            if shared > reused:
+                prefix = torch.tensor([unique[0][reused:shared]], device=self.device)
+                self.model(input_ids=prefix, position_ids=torch.arange(reused, shared, device=self.device)[None],
+                           past_key_values=cache, use_cache=True, logits_to_keep=1)
+                if self.cache_prefix:
+                    self._remember_prefix(unique[0][:shared], cache)
             cache.batch_select_indices(torch.zeros(len(unique), dtype=torch.long, device=self.device))
         suffixes = [p[shared:] for p in unique]
         width = max(len(s) for s in suffixes)
@@ -229,6 +291,24 @@ class TransformersEngine(Engine):
             cache.batch_select_indices(select)
             logits, mask, positions = logits[select], mask[select], positions[select]
         return logits, mask, positions
+
+    def _reusable_prefix(self, tokens: list[int]) -> int:
+        """How many leading `tokens` the remembered prefix holds keys and values for (0 if the
+        weights changed since it was computed)."""
+        if self._prefix is None:
+            return 0
+        if self._prefix.fingerprint != _weights_fingerprint(self.model):
+            self._prefix = None
+            return 0
+        return _common_prefix_length([self._prefix.ids + [-1], tokens + [-2]])
+
+    def _remember_prefix(self, ids: list[int], cache) -> None:
+        """Keep the keys and values of `ids` (the batch's shared prefix, all of `cache` so far)
+        for later batches that start the same way (the template's instructions and examples)."""
+        if not all(type(layer) in (DynamicLayer, _ReservedLayer) for layer in cache.layers):
+            return  # sliding-window or other special layers: not worth the bookkeeping
+        layers = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+        self._prefix = _PrefixKV(list(ids), layers, _weights_fingerprint(self.model))
 
     def _finish_reason(self, request: _Request) -> tuple[str, str | int | None] | None:
         token = request.token_ids[-1]
@@ -249,6 +329,52 @@ class TransformersEngine(Engine):
         if params.seed is None:
             return self._generator
         return torch.Generator(device=self.device).manual_seed(params.seed)
+
+
+def _merge_into(cache, mask: torch.Tensor, other, other_mask: torch.Tensor) -> torch.Tensor:
+    """Append `other`'s rows to `cache`, right-aligned: the shorter side gets masked padding on
+    the left (as a left-padded batch would); return the merged attention mask."""
+    width = max(mask.shape[1], other_mask.shape[1])
+    for layer, extra in zip(cache.layers, other.layers):
+        keys = _right_aligned([layer.keys, extra.keys], width)
+        values = _right_aligned([layer.values, extra.values], width)
+        if isinstance(layer, _ReservedLayer):
+            layer.assign(keys, values)
+        else:
+            layer.keys, layer.values = keys, values
+    return torch.cat([_left_pad(mask, width), _left_pad(other_mask, width)])
+
+
+def _right_aligned(parts: list[torch.Tensor], width: int) -> torch.Tensor:
+    first = parts[0]
+    out = first.new_zeros(sum(p.shape[0] for p in parts), first.shape[1], width, first.shape[3])
+    row = 0
+    for part in parts:
+        out[row:row + part.shape[0], :, width - part.shape[2]:] = part
+        row += part.shape[0]
+    return out
+
+
+def _left_pad(mask: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.cat([mask.new_zeros(mask.shape[0], width - mask.shape[1]), mask], dim=1)
+
+
+@dataclasses.dataclass
+class _PrefixKV:
+    ids: list[int]
+    layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of shape [1, heads, len(ids), dim]
+    fingerprint: tuple
+
+
+def _weights_fingerprint(model) -> tuple:
+    """Changes whenever the weights may have: any parameter replaced or written in place (an
+    optimizer step, `load_weights`, `copy_`: each bumps the tensor's version counter), or a PEFT
+    adapter switched or disabled. A write through `.data` bypasses the counters: `load_weights`
+    forgets the prefix itself; code that edits weights that way must build a new engine."""
+    params = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    adapters = tuple((getattr(m, "disable_adapters", None), str(getattr(m, "active_adapters", None)))
+                     for m in model.modules() if hasattr(m, "active_adapters"))
+    return params, adapters
 
 
 def _common_prefix_length(prompts: list[list[int]]) -> int:
@@ -313,6 +439,16 @@ class _ReservedLayer(DynamicLayer):
             self._key_buffer = _select_rows(self._key_buffer, indices, self.length)
             self._value_buffer = _select_rows(self._value_buffer, indices, self.length)
         self.rows = len(keep)
+        self._expose()
+
+    def assign(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Hold exactly `keys` and `values` (rows x heads x length x dim), with room to grow."""
+        self.length = 0
+        self._key_buffer = None
+        self._reallocate(keys.shape[0], keys.shape[2] + self.reserve, keys, values)
+        self._key_buffer[:, :, :keys.shape[2]].copy_(keys)
+        self._value_buffer[:, :, :keys.shape[2]].copy_(values)
+        self.rows, self.length = keys.shape[0], keys.shape[2]
         self._expose()
 
     def _reallocate(self, batch: int, capacity: int, keys: torch.Tensor, values: torch.Tensor) -> None:
