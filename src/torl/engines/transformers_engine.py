@@ -11,7 +11,7 @@ What makes it fast on a CPU (bench/generate.py measures it against `model.genera
 prompts are mostly the same template, so the batch's common prefix is computed once and each
 row's cache is ``[shared prefix | padding | own suffix]`` (32 few-shot prompts of 143 tokens
 share 130: the prompt work drops ~8x), and that prefix's keys and values are kept for the next
-batch while the weights stay the same (`cache_prefix`: version counters tell); identical prompts
+batch while the weights stay the same (`cache_prefix`); identical prompts
 (a GRPO group) are computed once; the KV cache is written into preallocated room instead of
 re-concatenated at every token, and finished rows are closed up in place; the whole batch is
 sampled in a few tensor operations. None of this changes what is sampled: a seed gives the same
@@ -43,6 +43,7 @@ import threading
 from collections.abc import Iterable, Sequence
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
@@ -366,15 +367,27 @@ class _PrefixKV:
     fingerprint: tuple
 
 
+_optimizer_steps = 0  # torch optimizer steps taken anywhere in this process
+
+
+def _count_optimizer_step(optimizer, args, kwargs) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
+
+
 def _weights_fingerprint(model) -> tuple:
-    """Changes whenever the weights may have: any parameter replaced or written in place (an
-    optimizer step, `load_weights`, `copy_`: each bumps the tensor's version counter), or a PEFT
-    adapter switched or disabled. A write through `.data` bypasses the counters: `load_weights`
-    forgets the prefix itself; code that edits weights that way must build a new engine."""
-    params = tuple((p.data_ptr(), p._version) for p in model.parameters())
-    adapters = tuple((getattr(m, "disable_adapters", None), str(getattr(m, "active_adapters", None)))
+    """Changes whenever the weights may have: any torch optimizer step (fused AdamW writes without
+    bumping version counters), a parameter replaced (its storage) or written in place (its version
+    counter: `copy_`, `load_weights`), or a PEFT adapter switched, disabled or merged. Not seen:
+    writes through `.data` outside an optimizer step (build a new engine after those)."""
+    identity = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    adapters = tuple((getattr(m, "disable_adapters", None), str(getattr(m, "active_adapters", None)),
+                      str(getattr(m, "merged_adapters", None)))
                      for m in model.modules() if hasattr(m, "active_adapters"))
-    return params, adapters
+    return _optimizer_steps, identity, adapters
 
 
 def _common_prefix_length(prompts: list[list[int]]) -> int:
