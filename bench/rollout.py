@@ -144,8 +144,10 @@ def part2(args) -> None:
         tok = engine.tokenizer
         prefix = tok("Let me compute the product with Python.\n", add_special_tokens=False).input_ids
         prompts = [template.encode(f"What is {a} * {b}?", tok) + prefix for a, b in questions]
+        # block_close: the 135M model closes its python block but rarely writes ```output itself,
+        # so with the default trigger it would make no tool calls here
         config = RolloutConfig(max_tool_calls=2, max_response_tokens=args.max_tokens, temperature=1.0, seed=args.seed,
-                               stop_strings=template.stop)
+                               stop_strings=template.stop, call_trigger="block_close")
         busy = {"gen": BusyClock(), "tool": BusyClock()}
         engine.generate = busy["gen"].wrap(engine.generate)
 
