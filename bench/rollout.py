@@ -12,6 +12,7 @@ tokens/s, tool calls, and wall time split into generation-busy vs sandbox-busy t
 
     .venv/bin/python bench/rollout.py                      # part 1, ~1 min
     .venv/bin/python bench/rollout.py --real --questions 32 --engines transformers,vllm
+    .venv/bin/python bench/rollout.py --real --engines transformers,transformers-no-admit   # mid-batch admission off
     .venv/bin/python bench/rollout.py --smoke              # both parts tiny (transformers engine), < 2 min
 """
 
@@ -136,13 +137,17 @@ def part2(args) -> None:
     template = get_template("torl_fewshot")
     for name in args.engines.split(","):
         load = time.perf_counter()
-        engine = make_engine(name, "smollm2-135m")
+        # transformers-no-admit: torl's engine with requests waiting for the running batch to drain
+        options = {"admit_mid_batch": False} if name == "transformers-no-admit" else {}
+        engine = make_engine(name.removesuffix("-no-admit"), "smollm2-135m", **options)
         load = time.perf_counter() - load
         tok = engine.tokenizer
         prefix = tok("Let me compute the product with Python.\n", add_special_tokens=False).input_ids
         prompts = [template.encode(f"What is {a} * {b}?", tok) + prefix for a, b in questions]
+        # block_close: the 135M model closes its python block but rarely writes ```output itself,
+        # so with the default trigger it would make no tool calls here
         config = RolloutConfig(max_tool_calls=2, max_response_tokens=args.max_tokens, temperature=1.0, seed=args.seed,
-                               stop_strings=template.stop)
+                               stop_strings=template.stop, call_trigger="block_close")
         busy = {"gen": BusyClock(), "tool": BusyClock()}
         engine.generate = busy["gen"].wrap(engine.generate)
 
@@ -195,7 +200,8 @@ def main() -> None:
     p.add_argument("--latency", type=float, default=0.1, help="simulated sandbox latency per call (s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--real", action="store_true", help="also run part 2 with SmolLM2-135M")
-    p.add_argument("--engines", default="transformers")
+    p.add_argument("--engines", default="transformers",
+                   help="comma-separated: transformers, transformers-no-admit (requests join only at batch boundaries), vllm")
     p.add_argument("--questions", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--smoke", action="store_true",

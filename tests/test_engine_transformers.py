@@ -148,7 +148,7 @@ async def test_shared_prefix_logprobs_match_the_trainers_forward(engine):
         assert gen.logprobs == pytest.approx(forced, abs=2e-3)
 
 
-@pytest.mark.parametrize("option", ["share_prefixes", "preallocate_cache"])
+@pytest.mark.parametrize("option", ["share_prefixes", "preallocate_cache", "cache_prefix"])
 async def test_a_seed_gives_the_same_tokens_with_and_without_each_speedup(engine, option):
     from torl.engines.transformers_engine import TransformersEngine
 
@@ -160,8 +160,107 @@ async def test_a_seed_gives_the_same_tokens_with_and_without_each_speedup(engine
         return await asyncio.gather(*(eng.generate(p, SamplingParams(max_tokens=16, temperature=1.0, seed=5 + i))
                                       for i, p in enumerate(prompts)))
 
+    await sample(engine)  # a batch before: the template prefix is remembered, the next batch reuses it
     fast, slow = await sample(engine), await sample(plain)
     assert [g.token_ids for g in fast] == [g.token_ids for g in slow]
     for f, s in zip(fast, slow):
         assert f.logprobs == pytest.approx(s.logprobs, abs=1e-4)
     assert len({tuple(g.token_ids) for g in fast}) > 1  # the rows really sampled different text
+
+
+async def test_a_seeded_request_samples_the_same_alone_or_in_a_batch(engine):
+    """Each row draws from its own generator: the batch around a request does not change its tokens."""
+    tok = engine.tokenizer
+    prompts = _fewshot_prompts(tok, ["What is 12 * 34?", "What is 56 * 78?", "What is 9 * 10?"])
+    params = [SamplingParams(max_tokens=12, temperature=1.0, seed=40 + i) for i in range(len(prompts))]
+    together = await asyncio.gather(*(engine.generate(p, q) for p, q in zip(prompts, params)))
+    alone = [await engine.generate(p, q) for p, q in zip(prompts, params)]
+    assert [g.token_ids for g in together] == [g.token_ids for g in alone]
+
+
+async def test_the_remembered_prefix_is_reused_and_forgotten_when_the_weights_change(engine, monkeypatch):
+    """A later batch starting with the template computes only what follows the remembered prefix;
+    after an in-place weight update (an optimizer step) it recomputes, and the logprobs follow
+    the new weights."""
+    tok = engine.tokenizer
+    prompts = _fewshot_prompts(tok, ["What is 41 * 17?", "What is 52 * 36?"])
+    params = SamplingParams(max_tokens=6, temperature=1.0, seed=2)
+    await asyncio.gather(*(engine.generate(p, params) for p in prompts))
+    forwarded = []
+    forward = engine.model.forward
+
+    def counting_forward(*args, **kwargs):  # the engine passes input_ids by name
+        forwarded.append(tuple(kwargs["input_ids"].shape) if "input_ids" in kwargs else None)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine.model, "forward", counting_forward)
+    later = _fewshot_prompts(tok, ["What is 63 * 29?"])[0]
+    await engine.generate(later, params)
+    template = _common_prefix_length(prompts)
+    assert forwarded[0] == (1, len(later) - template)  # the prompt's own tokens only, not the template
+    weight = dict(engine.model.named_parameters())["model.layers.0.mlp.down_proj.weight"]
+    original = weight.detach().clone()
+    try:
+        # an optimizer step as the trainer takes it; fused AdamW leaves the version counter alone
+        optimizer = torch.optim.AdamW([weight], lr=0.05, fused=True)
+        weight.grad = torch.ones_like(weight)
+        optimizer.step()
+        weight.grad = None
+        forwarded.clear()
+        gen = await engine.generate(later, params)
+        assert forwarded[0][1] > len(later) - template  # the template again, under the new weights
+        forced = teacher_forced_logprobs(engine.model, later + gen.token_ids, len(later))
+        assert gen.logprobs == pytest.approx(forced, abs=2e-3)
+    finally:
+        with torch.no_grad():
+            weight.copy_(original)
+
+
+async def test_requests_arriving_mid_batch_join_it_and_sample_as_they_would_alone(engine, monkeypatch):
+    """Requests that arrive while a batch decodes are prefilled and join it at the next step
+    (a trajectory back from the sandbox does not wait for the batch to drain); a seed gives the
+    same tokens as with admit_mid_batch off, where they wait for the next batch."""
+    from torl.engines.transformers_engine import TransformersEngine
+
+    tok = engine.tokenizer
+    first = _fewshot_prompts(tok, ["What is 123 * 45?", "What is 7 * 8?"])
+    # later arrivals: a longer prompt (a second turn) and a shorter one than the running rows
+    later = [first[0] + tok("```python\nprint(123 * 45)\n```\n```output\n5535\n```\n").input_ids,
+             tok("Count: 1, 2, 3,").input_ids]
+
+    async def staggered(eng):
+        forwarded = []
+        forward = eng.model.forward
+
+        def counting_forward(*args, **kwargs):
+            forwarded.append(tuple(kwargs["input_ids"].shape))
+            return forward(*args, **kwargs)
+
+        monkeypatch.setattr(eng.model, "forward", counting_forward)
+        params = [SamplingParams(max_tokens=24, temperature=1.0, seed=70 + i) for i in range(4)]
+        early = [asyncio.ensure_future(eng.generate(p, q)) for p, q in zip(first, params)]
+        while len(forwarded) < 4:  # the first batch is decoding
+            await asyncio.sleep(0.01)
+        arrived = [asyncio.ensure_future(eng.generate(p, q)) for p, q in zip(later, params[2:])]
+        gens = await asyncio.gather(*early, *arrived)
+        monkeypatch.setattr(eng.model, "forward", forward)
+        return gens, forwarded
+
+    joined, forwarded = await staggered(engine)
+    waited, waited_forwards = await staggered(TransformersEngine(engine.model, tokenizer=tok, device=DEVICE, admit_mid_batch=False))
+    # decode steps ran all four rows at once: the arrivals joined the two running rows
+    assert max(rows for rows, width in forwarded if width == 1) == 4
+    assert max(rows for rows, width in waited_forwards if width == 1) == 2
+    assert [g.token_ids for g in joined] == [g.token_ids for g in waited]
+    for j, w in zip(joined, waited):
+        assert j.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+    for prompt, gen in zip(first + later, joined):
+        forced = teacher_forced_logprobs(engine.model, prompt + gen.token_ids, len(prompt))
+        assert gen.logprobs == pytest.approx(forced, abs=2e-3)
+
+
+def _common_prefix_length(prompts):
+    length = 0
+    while all(len(p) > length and p[length] == prompts[0][length] for p in prompts):
+        length += 1
+    return length
