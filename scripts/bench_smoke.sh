@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src"  # this checkout's torl, not whatever the venv was installed from
+# One OpenMP thread unless told otherwise: with two torch threads on a busy 2-core machine a tiny train_step
+# smoke took 468 s instead of 66 s (threads wait on each other); smoke numbers mean nothing anyway.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 limit=${BENCH_SMOKE_TIMEOUT_S:-600}
 if [ $# -gt 0 ]; then benches=("${@/#/bench/}"); benches=("${benches[@]/%/.py}"); else benches=(bench/*.py); fi
 in_git=0; git rev-parse --is-inside-work-tree >/dev/null 2>&1 && in_git=1
