@@ -3,6 +3,7 @@
     python bench/emergence.py                         # the demo recipe for longer (--minutes 30)
     python bench/emergence.py --ablation --steps 4    # ToRL's table in miniature: C = 0, 1, 2 side by side
     python bench/emergence.py --tools --steps 4       # the chat-model recipe: python by tool call (demo-cpu-tools.yaml)
+    python bench/emergence.py --smoke                 # 1 tiny step, 4 held-out questions (~1 min): it still runs
 
 Trains with configs/demo-cpu.yaml's recipe (products of a 3-digit and a 2-digit number, a greedy
 held-out evaluation before and after) for a time budget or a number of steps, then prints held-out
@@ -18,6 +19,10 @@ accuracy, code ratio and mean step time side by side. At C = 0 a code block is t
 expert's trajectories for the same training questions), then RL from it (configs/demo-cpu-tools.yaml
 --model RUN_DIR/sft), and prints held-out greedy accuracy and tool-call ratio for the base model, after
 SFT and after RL. --sft-steps 0 is RL from the base model alone.
+
+--smoke (combines with --ablation and --tools) shrinks every size -- one step of 2 prompts x 2 samples
+of 32 tokens, 4 held-out questions -- and writes its run into a temporary directory that it deletes:
+every stage runs (recipe, training, both evaluations, the report), the numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# --smoke: the recipe's sizes cut to the least that still runs every stage (GRPO needs 2 samples a group).
+# One torch thread: on a busy 2-core machine the recipe's 2 threads made the tiny step ~10x slower (302 s vs 32 s).
+SMOKE_RECIPE = {"train_task_count": 16, "num_generations": 2, "per_device_train_batch_size": 2,
+                "gradient_accumulation_steps": 2, "max_completion_length": 32, "torch_threads": 1}
 
 
 def main() -> int:
@@ -45,8 +54,19 @@ def main() -> int:
     ap.add_argument("--sft-steps", type=int, default=4,
                     help="--tools: SFT cold-start steps before RL (configs/sft-demo-tools.yaml); 0 = RL from the base model")
     ap.add_argument("--run_dir", default=None, help="default: runs/emergence-<timestamp>")
+    ap.add_argument("--smoke", action="store_true",
+                    help="1 tiny step, 4 held-out questions, in a temporary run directory: checks the bench still runs")
     ap.add_argument("overrides", nargs="*", help="extra `--setting value` pairs for torl train (after --)")
     args = ap.parse_args()
+    if args.smoke:
+        args.steps, args.minutes, args.holdout, args.sft_steps = 1, None, 4, min(args.sft_steps, 1)
+        with tempfile.TemporaryDirectory(prefix="torl-emergence-smoke-") as tmp:
+            args.run_dir = tmp
+            return run(args)
+    return run(args)
+
+
+def run(args) -> int:
     if args.steps is None and args.minutes is None:
         args.minutes = 30.0
     root = Path(args.run_dir or REPO / "runs" / f"emergence-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -79,11 +99,14 @@ def train(run_dir: Path, args, *extra: str) -> int:
     recipe = yaml.safe_load((REPO / "configs" / name).read_text())
     recipe.update(train_task_count=512, eval_holdout=args.holdout, eval_before_after=True, run_dir=str(run_dir),
                   max_steps=args.steps or 1000, max_minutes=args.minutes)
+    if args.smoke:
+        recipe.update(SMOKE_RECIPE)
     recipe["save_steps"] = recipe["max_steps"]
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(recipe, f)
-    torl_cfg, grpo_cfg = parse_train_args(["--config", f.name, *extra, *args.overrides])
-    return run_training(torl_cfg, grpo_cfg)
+    with tempfile.TemporaryDirectory(prefix="torl-emergence-") as tmp:  # kept while training: errors cite its lines
+        config = Path(tmp) / "recipe.yaml"
+        config.write_text(yaml.safe_dump(recipe))
+        torl_cfg, grpo_cfg = parse_train_args(["--config", str(config), *extra, *args.overrides])
+        return run_training(torl_cfg, grpo_cfg)
 
 
 def tools_with_cold_start(root: Path, args) -> int:
@@ -95,10 +118,11 @@ def tools_with_cold_start(root: Path, args) -> int:
     recipe = yaml.safe_load((REPO / "configs" / "sft-demo-tools.yaml").read_text())
     recipe.update(train_task_count=512, eval_holdout=args.holdout, run_dir=str(root / "sft"),  # train()'s questions
                   max_steps=args.sft_steps, save_steps=args.sft_steps)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(recipe, f)
-    settings, sft_cfg = parse_sft_args(["--config", f.name])
-    rc = run_sft(settings, sft_cfg)
+    with tempfile.TemporaryDirectory(prefix="torl-emergence-sft-") as tmp:
+        config = Path(tmp) / "recipe.yaml"
+        config.write_text(yaml.safe_dump(recipe))
+        settings, sft_cfg = parse_sft_args(["--config", str(config)])
+        rc = run_sft(settings, sft_cfg)
     if rc != 0:
         return rc
     sft_s = time.time() - started

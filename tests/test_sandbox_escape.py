@@ -14,8 +14,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from sandbox_helpers import descendants, one_worker_fixture, run
 
-from torl.sandbox import ExecStatus, InvalidCode, LocalSandbox, SandboxConfig
+from torl.sandbox import ExecStatus, InvalidCode
 from torl.sandbox.local import cgroups
 
 AS_ROOT = os.geteuid() == 0
@@ -25,29 +26,7 @@ SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}[os.uname().machine]
 SYS_IO_URING_SETUP = 425
 
 
-@pytest.fixture(scope="module")
-def one_worker():
-    """One worker, so consecutive stateless runs are served by the same zygote."""
-    sb = LocalSandbox(SandboxConfig(workers=1, max_sessions=4))
-    sb.health_check_sync()
-    yield sb
-    sb.close()
-
-
-def run(sb, code: str, **kw):
-    result = sb.run_sync(code, **kw)
-    assert result.status is not ExecStatus.SANDBOX_ERROR, result.sandbox_message
-    return result
-
-
-def descendants(pids: list[int]) -> list[psutil.Process]:
-    procs = []
-    for pid in pids:
-        try:
-            procs += psutil.Process(pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            pass
-    return procs
+one_worker = one_worker_fixture(max_sessions=4)
 
 
 # ---------------------------------------------------------------- 1. never host root

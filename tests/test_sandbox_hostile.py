@@ -20,6 +20,7 @@ import time
 import httpx
 import psutil
 import pytest
+from sandbox_helpers import descendants, one_worker_fixture, run
 
 from torl.sandbox import ExecStatus, InvalidCode, LocalSandbox, SandboxConfig
 from torl.sandbox.base import Sandbox
@@ -28,29 +29,7 @@ from torl.sandbox.result import ExecResult
 TORL = [sys.executable, "-c", "import sys; from torl.cli import main; sys.exit(main())"]
 
 
-@pytest.fixture(scope="module")
-def one_worker():
-    """One worker, so consecutive stateless runs are served by the same zygote."""
-    sb = LocalSandbox(SandboxConfig(workers=1, max_sessions=2))
-    sb.health_check_sync()
-    yield sb
-    sb.close()
-
-
-def run(sb, code: str, **kw):
-    result = sb.run_sync(code, **kw)
-    assert result.status is not ExecStatus.SANDBOX_ERROR, result.sandbox_message
-    return result
-
-
-def sandbox_processes(sb: LocalSandbox) -> list[psutil.Process]:
-    procs = []
-    for pid in sb.worker_pids():
-        try:
-            procs += psutil.Process(pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            pass
-    return procs
+one_worker = one_worker_fixture(max_sessions=2)
 
 
 def stateless_worker_pid(sb: LocalSandbox) -> int:
@@ -258,7 +237,7 @@ def test_session_fork_hooks_cannot_run_between_blocks(one_worker):
             "os.register_at_fork(after_in_child=hook)\nkept = 41"))
         assert first.status is ExecStatus.OK, first
         time.sleep(0.5)
-        procs = [p for p in sandbox_processes(one_worker) if p.pid not in
+        procs = [p for p in descendants(one_worker.worker_pids()) if p.pid not in
                  {w.pid for w in one_worker._workers}]
 
         def cpu() -> float:
