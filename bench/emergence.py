@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 # --smoke: the recipe's sizes cut to the least that still runs every stage (GRPO needs 2 samples a group).
 # One torch thread: on a busy 2-core machine the recipe's 2 threads made the tiny step ~10x slower (302 s vs 32 s).
 SMOKE_RECIPE = {"train_task_count": 16, "num_generations": 2, "per_device_train_batch_size": 2,
-                "gradient_accumulation_steps": 2, "max_completion_length": 32, "torch_threads": 1}
+                "gradient_accumulation_steps": 2, "max_response_tokens": 32, "torch_threads": 1}
 
 
 def main() -> int:

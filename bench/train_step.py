@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 def common_settings(args) -> dict:
     return {"use_cpu": True, "bf16": False, "gradient_checkpointing": False, "num_generations": args.generations,
             "per_device_train_batch_size": args.prompts * args.generations, "gradient_accumulation_steps": 1,
-            "max_completion_length": args.max_tokens, "temperature": 1.0, "learning_rate": 1e-6, "beta": 0.0,
+            "temperature": 1.0, "learning_rate": 1e-6, "beta": 0.0,
             "loss_type": "dapo", "max_steps": args.steps + 1, "logging_steps": 1, "save_strategy": "no", "seed": 0}
 
 
@@ -87,7 +87,8 @@ def run_plain_trl(args, workdir: Path) -> list[tuple[float, float]]:
             if logs and "step_time" in logs:
                 steps.append((logs["step_time"], logs["completions/mean_length"] * responses))
 
-    config = GRPOConfig(output_dir=str(workdir / "plain"), report_to=[], **common_settings(args))
+    config = GRPOConfig(output_dir=str(workdir / "plain"), report_to=[], max_completion_length=args.max_tokens,
+                        **common_settings(args))
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=Dataset.from_list(rows),
                           processing_class=tokenizer, callbacks=[Record()])
     trainer.train()
@@ -106,8 +107,8 @@ def torl_rows(args, run_dir: Path, engine_factory=None, **settings) -> list[dict
     from torl.train.trainer import run_training
 
     recipe = dict(model=args.model, engine="transformers", template="torl_fewshot", max_tool_calls=1,
-                  stop_strings=[], train_tasks=["arithmetic"], train_task_difficulty=2, train_task_count=64,
-                  run_dir=str(run_dir), report_to=["none"], **common_settings(args))
+                  extra_stop=[], train_tasks=["arithmetic"], train_task_difficulty=2, train_task_count=64,
+                  run_dir=str(run_dir), report_to=["none"], max_response_tokens=args.max_tokens, **common_settings(args))
     recipe.pop("save_strategy")
     recipe["save_steps"] = 10_000
     recipe.update(settings)
