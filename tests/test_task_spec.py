@@ -22,7 +22,7 @@ def test_spec_defaults_validation_and_roundtrip(tmp_path):
     spec = TaskSpec(template="torl_fewshot", extra_stop=("\nQ:",), max_tool_calls=2)
     assert spec.stop_strings == ("\nUser:", "\nQ:")  # the template's stop always applies
     assert TaskSpec.load(spec.save(tmp_path).parent) == spec
-    with pytest.raises(ValueError, match="unknown prompt template"):
+    with pytest.raises(ValueError, match="unknown template"):
         TaskSpec(template="nope")
     with pytest.raises(ValueError, match="reward_scheme"):
         TaskSpec(reward_scheme="nope")

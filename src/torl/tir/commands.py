@@ -104,7 +104,7 @@ async def _rollout(args, task):
     if args.answer is not None:
         from torl.reward import score
 
-        reward = score(trajectory.answer_text(), args.answer, scheme=task.reward_scheme, calls=trajectory.calls)
+        reward = score(trajectory.answer_text, args.answer, scheme=task.reward_scheme, calls=trajectory.calls)
     return trajectory, reward
 
 

@@ -428,7 +428,10 @@ def check_tool_template(task: TaskSpec, model: str) -> None:
     from torl.tir.chat_tools import ToolTurnRenderer, check_prefix_preserving
 
     toolset = task.toolset()
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
+    except OSError:  # not readable from here (a hub id offline): the loop runs the same check before its first turn
+        return
     check_prefix_preserving(ToolTurnRenderer(tokenizer, toolset.schemas()), toolset.names[0])
 
 
