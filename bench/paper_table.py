@@ -54,7 +54,7 @@ RESPONSE_TOKENS = 128  # room for two calls and their outputs (the demo's 96 is 
 # questions per step than one task), no dynamic sampling (its extra rounds would double a step's cost).
 RL_SETTINGS = {"num_generations": 4, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2,
                "dynamic_sampling": False, "max_completion_length": RESPONSE_TOKENS}
-RL_STEPS = 6
+RL_STEPS = 5
 SMOKE = {"train_task_count": 24, "eval_holdout": 6}
 SETS = {"in-distribution": tuple(KINDS.values()),
         "shifted": ("products, reworded", "product ± c", "modular powers"),
@@ -65,16 +65,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: every stage runs, the numbers mean nothing")
     ap.add_argument("--out", default=None, help="default: runs/paper-table-<timestamp>")
-    ap.add_argument("--per-family", type=int, default=None, help="questions per evaluated family (default 6; smoke 1)")
+    ap.add_argument("--per-family", type=int, default=None, help="questions per evaluated family (default 4; smoke 1)")
     ap.add_argument("--rl-steps", type=int, default=None, help=f"GRPO steps per RL row (default {RL_STEPS}; smoke 1)")
     ap.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default: configs/sft-demo.yaml's)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for every stage (default: the recipes' 2); 1 is faster on an oversubscribed "
+                         "machine, where a second thread mostly waits for the first")
     ap.add_argument("--rows", default=",".join(ROWS), help="which rows, comma-separated")
     ap.add_argument("--train-only", default="", help="rows to train (or reuse) but not evaluate, comma-separated: "
                                                      "e.g. SFT-TIR when another invocation evaluates it")
     args = ap.parse_args()
     out = Path(args.out or REPO / "runs" / f"paper-table-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    per_family = args.per_family or (1 if args.smoke else 6)
+    per_family = args.per_family or (1 if args.smoke else 4)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = set(wanted) - set(ROWS)
     if unknown:
@@ -152,7 +159,7 @@ def train_row(row: str, out: Path, runs: dict[str, Path], args, demo_task):
         if (run / "summary.json").is_file():  # finished in an earlier invocation with this --out
             runs[row] = run
             return run_model(run), TaskSpec.load(run)
-        extra = ["--run_dir", str(run)]
+        extra = ["--run_dir", str(run)] + (["--torch_threads", str(args.threads)] if args.threads else [])
         steps = args.sft_steps or (1 if args.smoke else None)
         if steps:
             extra += ["--max_steps", str(steps), "--save_steps", str(steps)]
@@ -167,6 +174,8 @@ def train_row(row: str, out: Path, runs: dict[str, Path], args, demo_task):
 
     steps = args.rl_steps or (1 if args.smoke else RL_STEPS)
     extra = ["--max_steps", str(steps), "--save_steps", str(steps)]
+    if args.threads:
+        extra += ["--torch_threads", str(args.threads)]
     if args.smoke:  # one group of 4 short samples
         extra += ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
                   "--max_completion_length", "48"]
