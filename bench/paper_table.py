@@ -1,27 +1,33 @@
 """ToRL's comparison in miniature: base, RL without tools, SFT-TIR, ToRL, SFT→ToRL on the same questions.
 
-    python bench/paper_table.py --smoke        # every stage, tiny sizes (a few minutes): does it all run?
-    python bench/paper_table.py                # the demo's sizes (configs/demo-cpu.yaml, configs/sft-demo.yaml)
-    python bench/paper_table.py --out DIR      # default: runs/paper-table-<timestamp>
+    python bench/paper_table.py --smoke        # every stage, tiny sizes: does it all run? (numbers mean nothing)
+    python bench/paper_table.py --out DIR      # the miniature (default DIR: runs/paper-table-<timestamp>)
 
-Five rows, one run, SmolLM2-135M, the demo's training questions (192 products of a 3-digit and a
-2-digit number, seed 0, 32 held out) and the demo's task spec:
+Five rows, one run, SmolLM2-135M with the demo's few-shot template, the same training questions
+and held-out sets for every row. The training questions are a mix (MIX, seed 0, some held out) so
+that the rows can differ: one-digit sums and differences the model answers in its head (`mental`:
+code adds nothing but tokens), products of a 3-digit and a 2-digit number it cannot do without code
+(`arithmetic`), and factorial quotients `$\\frac{a!}{b!}$` whose natural first program (`a!/b!`)
+is a syntax error, so recovering after a failed call pays (`factorial`). Tool budget C = 2 (one
+retry). The rows:
 
-- base: the model untrained (C = 1 available);
-- RL, C = 0: `torl train` on the demo recipe without tools (evaluated at C = 0, its own spec);
-- SFT-TIR: `torl sft` on expert TIR data in one fixed pattern (configs/sft-demo.yaml);
-- ToRL: `torl train` on the demo recipe at C = 1 from the base model;
+- base: the model untrained (C = 2 available);
+- RL, C = 0: `torl train` on the mix without tools (evaluated at C = 0, its own spec);
+- SFT-TIR: `torl sft` on expert TIR data in one fixed pattern -- always code, one call
+  (torl.sft.expert: `print(a + b)`, `print(a * b)`, `math.factorial(a) // math.factorial(b)`);
+- ToRL: `torl train` on the mix at C = 2 from the base model;
 - SFT→ToRL: the same RL run started from the SFT-TIR run (`--model SFT_RUN_DIR`).
 
-Each is evaluated greedily under its own run's task spec on three sets, by question family:
-(a) in-distribution: the 32 held-out products; (b) shifted: products phrased otherwise, a product
-plus or minus a third number, modular powers -- all need code, none was trained on; (c) general:
-easy questions a model answers in its head, and a slice of GSM8K (read through
-`torl.eval.benchmarks`; left out with a note where no copy is found). Per row: accuracy and code
-ratio per family, behaviour metrics (`torl.metrics.behaviour`: error recovery, cross-checks, code
-on the easy questions), tokens per answer, wall time (training + evaluation), all measured here.
+RL rows use configs/demo-cpu.yaml with MIX and RL_SETTINGS; SFT uses configs/sft-demo.yaml with MIX.
+Each row is evaluated greedily under its own run's task spec on three sets, by question family:
+(a) in-distribution: held-out questions of each training kind; (b) shifted: products phrased
+otherwise, a product plus or minus a third number, modular powers -- all need code, none was
+trained on; (c) general: easy questions a model answers in its head (other phrasings), and a slice
+of GSM8K (the copy shipped in torl.bundled_data). Per row: accuracy and code ratio per family,
+behaviour metrics (`torl.metrics.behaviour`: error recovery, cross-checks, code on the head
+questions), tokens per answer, wall time (training + evaluation), all measured here.
 The table is written to OUT/table.json and OUT/table.md as each row finishes, so a cut-short run
-keeps its finished rows; run again with the same --out and finished trainings are reused.
+keeps its finished rows; run again with the same --out and finished rows and trainings are reused.
 """
 
 from __future__ import annotations
@@ -39,7 +45,18 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ("base", "RL C=0", "SFT-TIR", "ToRL", "SFT→ToRL")
 ORDER = ("base", "SFT-TIR", "ToRL", "SFT→ToRL", "RL C=0")  # run order: the SFT-vs-RL rows first
-SETS = {"in-distribution": ("products (held-out)",),
+# The training questions, the same for every row (torl train and torl sft draw them alike).
+KINDS = {"mental": "head sums (held-out)", "arithmetic": "products (held-out)", "factorial": "factorials (held-out)"}
+MIX = {"train_tasks": list(KINDS), "train_task_difficulty": 2, "train_task_count": 192, "eval_holdout": 48,
+       "max_tool_calls": 2}
+RESPONSE_TOKENS = 128  # room for two calls and their outputs (the demo's 96 is for one)
+# GRPO for the RL rows, over configs/demo-cpu.yaml: 4 questions x 4 samples per step (a mix needs more
+# questions per step than one task), no dynamic sampling (its extra rounds would double a step's cost).
+RL_SETTINGS = {"num_generations": 4, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2,
+               "dynamic_sampling": False, "max_completion_length": RESPONSE_TOKENS}
+RL_STEPS = 5
+SMOKE = {"train_task_count": 24, "eval_holdout": 6}
+SETS = {"in-distribution": tuple(KINDS.values()),
         "shifted": ("products, reworded", "product ± c", "modular powers"),
         "general": ("easy (head)", "gsm8k")}
 
@@ -48,16 +65,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: every stage runs, the numbers mean nothing")
     ap.add_argument("--out", default=None, help="default: runs/paper-table-<timestamp>")
-    ap.add_argument("--per-family", type=int, default=None, help="questions per evaluated family (default 8; smoke 2)")
-    ap.add_argument("--rl-steps", type=int, default=None, help="GRPO steps per RL row (default: the demo's 4)")
+    ap.add_argument("--per-family", type=int, default=None, help="questions per evaluated family (default 4; smoke 1)")
+    ap.add_argument("--rl-steps", type=int, default=None, help=f"GRPO steps per RL row (default {RL_STEPS}; smoke 1)")
     ap.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default: configs/sft-demo.yaml's)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for every stage (default: the recipes' 2); 1 is faster on an oversubscribed "
+                         "machine, where a second thread mostly waits for the first")
     ap.add_argument("--rows", default=",".join(ROWS), help="which rows, comma-separated")
     ap.add_argument("--train-only", default="", help="rows to train (or reuse) but not evaluate, comma-separated: "
                                                      "e.g. SFT-TIR when another invocation evaluates it")
     args = ap.parse_args()
     out = Path(args.out or REPO / "runs" / f"paper-table-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    per_family = args.per_family or (2 if args.smoke else 8)
+    per_family = args.per_family or (1 if args.smoke else 4)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = set(wanted) - set(ROWS)
     if unknown:
@@ -67,10 +91,10 @@ def main() -> int:
     from torl.train.data import load_questions
     from torl.train.session import task_spec
 
-    torl_cfg, grpo_cfg = parse_train_args(["--config", str(demo_recipe())])
+    torl_cfg, grpo_cfg = parse_train_args(["--config", str(rl_recipe(args.smoke))])
     train, heldout = load_questions(torl_cfg, seed=grpo_cfg.seed)
     demo_task = task_spec(torl_cfg, grpo_cfg)
-    sets = question_sets(train, heldout, per_family, smoke=args.smoke)
+    sets = question_sets(train, heldout, per_family)
     print(f"paper table -> {out}\nfamilies: " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()), flush=True)
 
     table = out / "table.json"  # rows an earlier invocation with this --out finished are kept
@@ -86,7 +110,8 @@ def main() -> int:
         trained_s = time.time() - started
         if row in args.train_only.split(","):
             continue
-        results[row] = evaluate(model, task, sets, out / "eval" / row.replace(" ", "_").replace("→", "-"))
+        results[row] = evaluate(model, task, sets, out / "eval" / row.replace(" ", "_").replace("→", "-"),
+                                max_tokens=48 if args.smoke else None)
         results[row]["train_s"] = trained_s
         results[row]["wall_s"] = time.time() - started
         results[row]["model"] = str(model)
@@ -100,10 +125,19 @@ class RowSkipped(RuntimeError):
     pass
 
 
-def demo_recipe(**changes) -> Path:
-    """configs/demo-cpu.yaml with `changes`, as a temporary recipe file."""
-    recipe = yaml.safe_load((REPO / "configs" / "demo-cpu.yaml").read_text())
-    recipe.update(eval_before_after=False, **changes)
+def rl_recipe(smoke: bool) -> Path:
+    """configs/demo-cpu.yaml on the mix (MIX, RL_SETTINGS), as a temporary recipe file."""
+    return _recipe("demo-cpu.yaml", {"eval_before_after": False, **MIX, **RL_SETTINGS, **(SMOKE if smoke else {})})
+
+
+def sft_recipe(smoke: bool) -> Path:
+    """configs/sft-demo.yaml on the same training questions and task spec as the RL rows."""
+    return _recipe("sft-demo.yaml", {**MIX, "max_response_tokens": RESPONSE_TOKENS, **(SMOKE if smoke else {})})
+
+
+def _recipe(name: str, changes: dict) -> Path:
+    recipe = yaml.safe_load((REPO / "configs" / name).read_text())
+    recipe.update(changes)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(recipe, f)
     return Path(f.name)
@@ -125,24 +159,26 @@ def train_row(row: str, out: Path, runs: dict[str, Path], args, demo_task):
         if (run / "summary.json").is_file():  # finished in an earlier invocation with this --out
             runs[row] = run
             return run_model(run), TaskSpec.load(run)
-        extra = ["--run_dir", str(run)]
+        extra = ["--run_dir", str(run)] + (["--torch_threads", str(args.threads)] if args.threads else [])
         steps = args.sft_steps or (1 if args.smoke else None)
         if steps:
             extra += ["--max_steps", str(steps), "--save_steps", str(steps)]
         if args.smoke:
             extra += ["--per_device_train_batch_size", "2"]
-        if run_sft(*parse_sft_args(["--config", str(REPO / "configs" / "sft-demo.yaml"), *extra])) != 0:
+        if run_sft(*parse_sft_args(["--config", str(sft_recipe(args.smoke)), *extra])) != 0:
             raise RowSkipped("torl sft failed")
         runs[row] = run
         return run_model(run), TaskSpec.load(run)
     from torl.train.config import parse_train_args
     from torl.train.trainer import run_training
 
-    steps = args.rl_steps or (1 if args.smoke else 4)
+    steps = args.rl_steps or (1 if args.smoke else RL_STEPS)
     extra = ["--max_steps", str(steps), "--save_steps", str(steps)]
-    if args.smoke:
-        extra += ["--num_generations", "4", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-                  "--dynamic_sampling", "false"]
+    if args.threads:
+        extra += ["--torch_threads", str(args.threads)]
+    if args.smoke:  # one group of 4 short samples
+        extra += ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+                  "--max_completion_length", "48"]
     if row == "RL C=0":
         extra += ["--max_tool_calls", "0"]
     if row == "SFT→ToRL":
@@ -153,7 +189,7 @@ def train_row(row: str, out: Path, runs: dict[str, Path], args, demo_task):
     if (run / "summary.json").is_file():  # finished in an earlier invocation with this --out
         runs[row] = run
         return run_model(run), TaskSpec.load(run)
-    torl_cfg, grpo_cfg = parse_train_args(["--config", str(demo_recipe()), "--run_dir", str(run), *extra])
+    torl_cfg, grpo_cfg = parse_train_args(["--config", str(rl_recipe(args.smoke)), "--run_dir", str(run), *extra])
     if run_training(torl_cfg, grpo_cfg) != 0:
         raise RowSkipped("torl train failed")
     runs[row] = run
@@ -162,7 +198,7 @@ def train_row(row: str, out: Path, runs: dict[str, Path], args, demo_task):
 
 # --- the evaluation sets -------------------------------------------------------------------------
 
-def question_sets(train: list[dict], heldout: list[dict], n: int, smoke: bool) -> dict[str, list[dict]]:
+def question_sets(train: list[dict], heldout: list[dict], n: int) -> dict[str, list[dict]]:
     from torl.data.synthetic import generate_tasks
     from torl.question import make_question
 
@@ -185,7 +221,7 @@ def question_sets(train: list[dict], heldout: list[dict], n: int, smoke: bool) -
         kind = i % 3
         if kind == 0:
             a, b = rng.randint(1, 9), rng.randint(1, 9)
-            easy.append(make_question(f"easy-{i}", f"What is {a} + {b}?", a + b))
+            easy.append(make_question(f"easy-{i}", f"What is the sum of {a} and {b}?", a + b))
         elif kind == 1:
             a = rng.randint(5, 40)
             easy.append(make_question(f"easy-{i}", f"What number comes right after {a}?", a + 1))
@@ -193,8 +229,10 @@ def question_sets(train: list[dict], heldout: list[dict], n: int, smoke: bool) -
             a, b = rng.randint(6, 12), rng.randint(1, 5)
             easy.append(make_question(f"easy-{i}", f"Tom has {a} apples and eats {b} of them. How many apples does "
                                                    "he have left?", a - b))
-    sets = {"products (held-out)": heldout[: (n if smoke else len(heldout))], "products, reworded": reworded,
-            "product ± c": shifted_sums, "modular powers": powers, "easy (head)": easy}
+    sets = {family: [q for q in heldout if q["question_id"].startswith(f"synthetic-{kind}-")][:n]
+            for kind, family in KINDS.items()}
+    sets.update({"products, reworded": reworded, "product ± c": shifted_sums, "modular powers": powers,
+                 "easy (head)": easy})
     try:
         from torl.eval.benchmarks import load_benchmark
 
@@ -207,11 +245,11 @@ def question_sets(train: list[dict], heldout: list[dict], n: int, smoke: bool) -
 
 # --- evaluation ----------------------------------------------------------------------------------
 
-def evaluate(model_path, task, sets: dict[str, list[dict]], out_dir: Path) -> dict:
+def evaluate(model_path, task, sets: dict[str, list[dict]], out_dir: Path, max_tokens: int | None = None) -> dict:
     """Greedy rollouts of every question under `task`; behaviour metrics per family and overall."""
-    from torl.metrics.behaviour import behaviour_metrics
     from torl.background_loop import BackgroundLoop
     from torl.engines.transformers_engine import TransformersEngine
+    from torl.metrics.behaviour import behaviour_metrics
     from torl.reward import score
     from torl.tir.loop import rollout_many
 
@@ -223,7 +261,7 @@ def evaluate(model_path, task, sets: dict[str, list[dict]], out_dir: Path) -> di
         template = task.prompt_template()
         questions = [(family, q) for family, qs in sets.items() for q in qs]
         prompts = [template.encode(q["problem"], engine.tokenizer) for _, q in questions]
-        config = task.rollout_config(temperature=0.0, seed=0, logprobs=False)
+        config = task.rollout_config(temperature=0.0, seed=0, logprobs=False, max_response_tokens=max_tokens)
         trajectories = [t.to_dict() for t in loop.run(rollout_many(engine, sandbox, prompts, config))]
     finally:
         for closer in (engine, sandbox):

@@ -43,6 +43,15 @@ def test_answers_are_exact(difficulty):
             assert int(ans) == want
 
 
+def test_mental_and_factorial_answers():
+    for t in generate_tasks("mental", 60, seed=2, difficulty=2):
+        a, op, b = re.fullmatch(r"What is (\d+) ([+-]) (\d+)\?", t["problem"]).groups()
+        assert a[:-1] == b[:-1] == "" and int(t["answer"]) == (int(a) + int(b) if op == "+" else int(a) - int(b)) >= 0
+    for t in generate_tasks("factorial", 60, seed=2, difficulty=2):
+        a, b = (int(x) for x in re.fullmatch(r"Compute \$\\frac\{(\d+)!\}\{(\d+)!\}\$\.", t["problem"]).groups())
+        assert 2 <= a - b <= 3 and int(t["answer"]) == sympy.factorial(a) / sympy.factorial(b)
+
+
 def test_base_conversion_and_series_answers():
     for t in generate_tasks("base_conversion", 10, seed=2, difficulty=3):
         src, dst = (int(x) for x in re.findall(r"base-?(\d+)", t["problem"])[:2])

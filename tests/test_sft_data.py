@@ -104,11 +104,13 @@ def test_split_response_puts_the_fences_where_the_loop_does():
     assert split_response(merged, "block_close")[0]["text"].endswith("```output")
 
 
-def test_the_expert_writes_its_fixed_pattern_for_products_and_powers():
+def test_the_expert_writes_its_fixed_pattern_for_every_kind_it_knows():
     assert expert_code("Compute $482 \\times 37$.") == "print(482 * 37)\n"
     assert expert_code("Compute $4821 \\times 375 - 12345$.") == "print(4821 * 375 - 12345)\n"
     assert expert_code("What is the remainder when $7^{12345}$ is divided by $9973$?") == "print(pow(7, 12345, 9973))\n"
-    assert expert_code("What is 15 + 27?") is None
+    assert expert_code("What is 7 - 5?") == "print(7 - 5)\n"  # always code, even where the head would do
+    assert expert_code("Compute $\\frac{17!}{14!}$.") == "import math\nprint(math.factorial(17) // math.factorial(14))\n"
+    assert expert_code("How many legs does a spider have?") is None
     assert expert_response("print(2 * 3)\n", "6") == "```python\nprint(2 * 3)\n```\n```output\n6\n```\nThe answer is \\boxed{6}.\n"
 
 
@@ -177,7 +179,7 @@ def test_expert_data_carries_real_sandbox_outputs_and_drops_what_it_cannot_solve
     questions = [make_question("q1", "Compute $482 \\times 37$.", 17834),
                  make_question("q2", "What is the remainder when $7^{100}$ is divided by $13$?", pow(7, 100, 13)),
                  make_question("q3", "Compute $12 \\times 10$.", 121),  # a wrong gold: the output disagrees
-                 make_question("q4", "What is 15 + 27?", 42)]           # not a kind the expert knows
+                 make_question("q4", "How many legs does a spider have?", 8)]  # not a kind the expert knows
     out = tmp_path / "expert.jsonl"
     counts = write_expert_data(questions, out, LocalSandbox)
     assert counts == {"questions": 4, "known": 3, "written": 2, "dropped": 1}

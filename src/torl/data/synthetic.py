@@ -1,7 +1,10 @@
 """Synthetic tasks where running code genuinely helps: exact answers, seeded, with a difficulty knob.
 
 Used by the CPU training demo and the emergence benchmark: a small model cannot multiply six-digit
-numbers or reduce 7^12345 mod 9973 in its head, but one line of Python can. Each task is built
+numbers or reduce 7^12345 mod 9973 in its head, but one line of Python can. Two kinds exist for
+task mixes where code is not always the answer (bench/paper_table.py): `mental` questions a model
+answers in its head, and `factorial` quotients whose natural first program (``15!/12!``) is not
+Python, so a model that retries after the error does better than one that does not. Each task is built
 from its own RNG seeded by (seed, kind, difficulty, index), so the first n tasks are the same
 whatever n is, and no two tasks in one call share a problem text.
 """
@@ -113,6 +116,27 @@ def divisors(rng: random.Random, d: int) -> tuple[str, int]:
     return f"What is the sum of all positive divisors of ${n}$?", sum(all_divs)
 
 
+def mental(rng: random.Random, d: int) -> tuple[str, int]:
+    """One-digit sums and differences (up to two digits at difficulty 3 and above): no code needed."""
+    digits = 1 if d < 3 else 2
+    a, b = rng.randint(1, 10**digits - 1), rng.randint(1, 10**digits - 1)
+    if rng.random() < 0.5:
+        return f"What is {a} + {b}?", a + b
+    a, b = max(a, b), min(a, b)
+    return f"What is {a} - {b}?", a - b
+
+
+def factorial(rng: random.Random, d: int) -> tuple[str, int]:
+    """A quotient of factorials a!/b!, a - b from 2 to d + 1 terms.
+
+    Written the way a textbook writes it, so the program a model copies from the question
+    (``print(17!/14!)``) is a syntax error; ``math.factorial`` or the product of the terms is right.
+    """
+    terms = rng.randint(2, d + 1)
+    a = rng.randint(10, 60 + 10 * d)
+    return f"Compute $\\frac{{{a}!}}{{{a - terms}!}}$.", math.perm(a, terms)
+
+
 GENERATORS: dict[str, Callable[[random.Random, int], tuple[str, int | str]]] = {
     "arithmetic": arithmetic,
     "modexp": modexp,
@@ -121,6 +145,8 @@ GENERATORS: dict[str, Callable[[random.Random, int], tuple[str, int | str]]] = {
     "base_conversion": base_conversion,
     "series": series,
     "divisors": divisors,
+    "mental": mental,
+    "factorial": factorial,
 }
 TASK_KINDS = tuple(GENERATORS)
 
