@@ -53,7 +53,7 @@ RESPONSE_TOKENS = 128  # room for two calls and their outputs (the demo's 96 is 
 # GRPO for the RL rows, over configs/demo-cpu.yaml: 4 questions x 4 samples per step (a mix needs more
 # questions per step than one task), no dynamic sampling (its extra rounds would double a step's cost).
 RL_SETTINGS = {"num_generations": 4, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2,
-               "dynamic_sampling": False, "max_completion_length": RESPONSE_TOKENS}
+               "dynamic_sampling": False, "max_response_tokens": RESPONSE_TOKENS}
 RL_STEPS = 5
 SMOKE = {"train_task_count": 24, "eval_holdout": 6}
 SETS = {"in-distribution": tuple(KINDS.values()),
@@ -87,13 +87,12 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown rows {sorted(unknown)}; rows are {', '.join(ROWS)}")
 
-    from torl.train.config import parse_train_args
+    from torl.train.config import parse_train_args, task_spec
     from torl.train.data import load_questions
-    from torl.train.session import task_spec
 
     torl_cfg, grpo_cfg = parse_train_args(["--config", str(rl_recipe(args.smoke))])
     train, heldout = load_questions(torl_cfg, seed=grpo_cfg.seed)
-    demo_task = task_spec(torl_cfg, grpo_cfg)
+    demo_task = task_spec(torl_cfg)
     sets = question_sets(train, heldout, per_family)
     print(f"paper table -> {out}\nfamilies: " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()), flush=True)
 
@@ -178,7 +177,7 @@ def train_row(row: str, out: Path, runs: dict[str, Path], args, demo_task):
         extra += ["--torch_threads", str(args.threads)]
     if args.smoke:  # one group of 4 short samples
         extra += ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-                  "--max_completion_length", "48"]
+                  "--max_response_tokens", "48"]
     if row == "RL C=0":
         extra += ["--max_tool_calls", "0"]
     if row == "SFT→ToRL":
@@ -252,6 +251,7 @@ def evaluate(model_path, task, sets: dict[str, list[dict]], out_dir: Path, max_t
     from torl.metrics.behaviour import behaviour_metrics
     from torl.reward import score
     from torl.tir.loop import rollout_many
+    from torl.tir.trajectory import answer_text
 
     started = time.time()
     engine = TransformersEngine(str(model_path))
@@ -268,7 +268,7 @@ def evaluate(model_path, task, sets: dict[str, list[dict]], out_dir: Path, max_t
             if closer is not None:
                 loop.run(closer.aclose())
         loop.close()
-    correct = [None if t["sandbox_error"] else bool(score(t["text"], q["gold"], scheme=task.reward_scheme,
+    correct = [None if t["sandbox_error"] else bool(score(answer_text(t), q["gold"], scheme=task.reward_scheme,
                                                          calls=t["calls"]).correct)
                for (_, q), t in zip(questions, trajectories, strict=True)]
     out_dir.mkdir(parents=True, exist_ok=True)

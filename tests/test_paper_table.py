@@ -22,13 +22,12 @@ def paper_table():
 @pytest.mark.parametrize("smoke", [False, True])
 def test_rl_and_sft_rows_share_training_questions_and_task_spec(paper_table, smoke):
     from torl.sft.config import parse_sft_args
-    from torl.train.config import parse_train_args
+    from torl.train.config import parse_train_args, task_spec
     from torl.train.data import load_questions
-    from torl.train.session import task_spec
 
     torl_cfg, grpo_cfg = parse_train_args(["--config", str(paper_table.rl_recipe(smoke))])
     settings, sft_cfg = parse_sft_args(["--config", str(paper_table.sft_recipe(smoke))])
-    assert settings.task() == task_spec(torl_cfg, grpo_cfg)
+    assert settings.task() == task_spec(torl_cfg)
     assert settings.task().max_tool_calls == 2  # one retry after a failed program
     assert load_questions(settings.questions_config(), seed=sft_cfg.seed) == load_questions(torl_cfg, seed=grpo_cfg.seed)
 
