@@ -191,14 +191,15 @@ def _compare_one(gold: str, predicted: str) -> Verdict:
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 # an operator between two operands (digits, braces, brackets); a leading minus sign is not one
 _ARITHMETIC = re.compile(r"[\d})\]]\s*(\\times|\\cdot|\\div|\\pm|[*×÷/+^-])\s*[\d{(\[\\-]")
+_FACTORIAL = re.compile(r"[\d})\]]\s*!")  # 5!, (n)!: a product left undone (\frac{39!}{36!} for 59280)
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
 _SCIENTIFIC = re.compile(r"^-?\d+(\.\d+)?\s*(\\times|\\cdot|×|\*)\s*10\s*\^\s*\{?\s*-?\d+\s*\}?$")
 
 
 def _unevaluated_arithmetic(answer: str) -> bool:
-    """`608 \\times 83`, `3+4`, `2^{10}`: an operation left for the reader; scientific notation is a number."""
+    """`608 \\times 83`, `3+4`, `2^{10}`, `5!`: an operation left for the reader; scientific notation is a number."""
     a = _DEGREES.sub("", answer.strip().removeprefix("$").removesuffix("$").strip())  # 45^\\circ is a number
-    return bool(_ARITHMETIC.search(a)) and not _SCIENTIFIC.match(a)
+    return bool(_ARITHMETIC.search(a) or _FACTORIAL.search(a)) and not _SCIENTIFIC.match(a)
 
 
 def parseable(answer: str) -> bool:
