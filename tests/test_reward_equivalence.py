@@ -163,7 +163,7 @@ def test_closed_pool_refuses_clearly():
     ("7", "3+4", False),
     ("1024", "2^{10}", False),
     ("2", "4/2", False),
-    ("59280", r"\frac{39!}{36!}", False),  # the hack RL without tools found on factorial quotients
+    ("54834", r"\frac{39!}{36!}", False),  # the hack RL without tools found on factorial quotients
     ("120", "5!", False),
     ("50464", "50464", True),
     ("50000", r"5 \times 10^{4}", True),  # scientific notation is a number

@@ -191,7 +191,7 @@ def _compare_one(gold: str, predicted: str) -> Verdict:
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 # an operator between two operands (digits, braces, brackets); a leading minus sign is not one
 _ARITHMETIC = re.compile(r"[\d})\]]\s*(\\times|\\cdot|\\div|\\pm|[*×÷/+^-])\s*[\d{(\[\\-]")
-_FACTORIAL = re.compile(r"[\d})\]]\s*!")  # 5!, (n)!: a product left undone (\frac{39!}{36!} for 59280)
+_FACTORIAL = re.compile(r"[\d})\]]\s*!")  # 5!, (n)!: a product left undone (\frac{39!}{36!} for 54834)
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
 _SCIENTIFIC = re.compile(r"^-?\d+(\.\d+)?\s*(\\times|\\cdot|×|\*)\s*10\s*\^\s*\{?\s*-?\d+\s*\}?$")
 
