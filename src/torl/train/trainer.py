@@ -28,6 +28,8 @@ def run_training(torl_cfg, grpo_cfg, engine_factory: EngineFactory | None = None
     `engine_factory`: how the rollout engine is built (default: `torl.train.rollout_engine.build_engine`).
     """
     start = resolve_start(torl_cfg)  # --model RUN_DIR: that run's weights and task spec (SFT→RL)
+    if start and "max_response_tokens" in start["changed"]:
+        grpo_cfg.max_completion_length = torl_cfg.max_response_tokens  # TRL's copy follows the adopted budget
     validate(torl_cfg, grpo_cfg)
     if torl_cfg.max_tool_calls > 0:
         check_sandbox(torl_cfg)  # before any model loads: an unusable sandbox is a setup error
