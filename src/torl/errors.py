@@ -108,3 +108,9 @@ class TokenContractViolation(InfraError, RuntimeError):
 
 class SandboxErrorsExceeded(InfraError, RuntimeError):
     """Too many responses in one step hit a sandbox failure on our side: the run stops."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to its first line, for the one-line errors users see."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

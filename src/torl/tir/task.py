@@ -26,6 +26,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from torl.errors import first_line
 from torl.run_layout import RunLayout
 from torl.tir.loop import CALL_TRIGGERS, PROTOCOLS, RolloutConfig
 from torl.tir.tool_turns import TOOL_CALL_TRIGGERS
@@ -140,7 +141,7 @@ class TaskSpec:
         try:
             return template_from_config(self.template, register=False)
         except (ValueError, TypeError) as e:
-            raise ValueError(f"template mapping: {_first_line(e)} (keys: name, turn with {{question}}, preamble, "
+            raise ValueError(f"template mapping: {first_line(e)} (keys: name, turn with {{question}}, preamble, "
                              "kind, separator, system, stop, examples: [{question, solution}])") from None
 
     def toolset(self):
@@ -328,10 +329,6 @@ def note_deprecated(old: str, new: str, where: str = "") -> None:
     """The one-line note for an old spelling that is still read."""
     print(f"torl: {old} is deprecated{where}; its name is now {new}", file=sys.stderr)
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def run_model(run_dir: str | Path) -> str:

@@ -14,7 +14,7 @@ import glob
 from dataclasses import field
 from pathlib import Path
 
-from torl.errors import UserError
+from torl.errors import UserError, first_line
 from torl.metrics.alarms import HealthConfig
 from torl.tir.task import DEPRECATED_NAMES, TaskSettings, TaskSpec, note_deprecated
 from torl.train.update.signal import ZERO_SIGNAL_UPDATES
@@ -225,7 +225,7 @@ def parse_recipe(argv: list[str], dataclass_types: tuple, command: str, renames:
             argv, return_remaining_strings=True, separate_remaining_strings=True
         )
     except ValueError as e:
-        raise UserError(_first_line(e)) from None
+        raise UserError(first_line(e)) from None
     unknown = [s for s in (from_file or []) + (from_cli or []) if s.startswith("--")]
     if unknown:
         where = "config file" if from_file else "command line"
@@ -259,7 +259,7 @@ def _read_old_names(argv: list[str], renames: dict[str, str]) -> list[str]:
     try:
         recipe = yaml.safe_load(Path(out[at]).read_text()) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"{out[at]}: invalid YAML ({_first_line(e)})") from None
+        raise UserError(f"{out[at]}: invalid YAML ({first_line(e)})") from None
     old = [key for key in recipe if key in renames] if isinstance(recipe, dict) else []
     if not old:
         return out
@@ -317,7 +317,7 @@ def _reject_gpu_only_flags_on_cpu(argv: list[str]) -> None:
         try:
             settings = yaml.safe_load(Path(config_path).read_text()) or {}
         except yaml.YAMLError as e:
-            raise UserError(f"{config_path}: invalid YAML ({_first_line(e)})") from None
+            raise UserError(f"{config_path}: invalid YAML ({first_line(e)})") from None
         if not isinstance(settings, dict):
             raise UserError(f"{config_path}: a recipe must be a YAML mapping of setting: value")
     for key in ("bf16", "fp16", "use_vllm"):
@@ -416,7 +416,7 @@ def task_spec(c: TaskSettings) -> TaskSpec:
     try:
         return c.task()
     except ValueError as e:
-        raise UserError(_first_line(e)) from None
+        raise UserError(first_line(e)) from None
 
 
 def check_tool_template(task: TaskSpec, model: str) -> None:
@@ -548,7 +548,7 @@ def check_sandbox(torl_cfg: TorlConfig) -> None:
     try:
         asyncio.run(probe())
     except SandboxUnavailable as e:
-        raise UserError(f"sandbox unusable: {_first_line(e)}") from None
+        raise UserError(f"sandbox unusable: {first_line(e)}") from None
 
 
 def make_sandbox(torl_cfg: TorlConfig):
@@ -564,9 +564,5 @@ def make_sandbox(torl_cfg: TorlConfig):
     try:
         return make(SandboxConfig(**options))
     except ValueError as e:
-        raise UserError(f"sandbox settings: {_first_line(e)}") from None
+        raise UserError(f"sandbox settings: {first_line(e)}") from None
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
