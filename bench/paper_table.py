@@ -7,25 +7,29 @@ Five rows, one run, SmolLM2-135M with the demo's few-shot template, the same tra
 and held-out sets for every row. The training questions are a mix (MIX, seed 0, some held out) so
 that the rows can differ: one-digit sums and differences the model answers in its head (`mental`:
 code adds nothing but tokens), products of a 3-digit and a 2-digit number it cannot do without code
-(`arithmetic`), and factorial quotients `$\\frac{a!}{b!}$` whose natural first program (`a!/b!`)
-is a syntax error, so recovering after a failed call pays (`factorial`). Tool budget C = 2 (one
+(`arithmetic`), and binomial coefficients `$\\binom{n}{k}$` whose natural first program
+(`binom(n, k)`) fails, so recovering after a failed call pays (`binomial`). Tool budget C = 2 (one
 retry). The rows:
 
 - base: the model untrained (C = 2 available);
 - RL, C = 0: `torl train` on the mix without tools (evaluated at C = 0, its own spec);
 - SFT-TIR: `torl sft` on expert TIR data in one fixed pattern -- always code, one call
-  (torl.sft.expert: `print(a + b)`, `print(a * b)`, `math.factorial(a) // math.factorial(b)`);
+  (torl.sft.expert: `print(a + b)`, `print(a * b)`, `print(math.comb(n, k))`);
 - ToRL: `torl train` on the mix at C = 2 from the base model;
 - SFT→ToRL: the same RL run started from the SFT-TIR run (`--model SFT_RUN_DIR`).
 
 RL rows use configs/demo-cpu.yaml with MIX and RL_SETTINGS; SFT uses configs/sft-demo.yaml with MIX.
 Each row is evaluated greedily under its own run's task spec on three sets, by question family:
 (a) in-distribution: held-out questions of each training kind; (b) shifted: products phrased
-otherwise, a product plus or minus a third number, modular powers -- all need code, none was
-trained on; (c) general: easy questions a model answers in its head (other phrasings), and a slice
+otherwise, a product plus or minus a third number, modular powers, factorial quotients -- all need
+code, none was trained on; (c) general: easy questions a model answers in its head (other phrasings), and a slice
 of GSM8K (the copy shipped in torl.bundled_data). Per row: accuracy and code ratio per family,
 behaviour metrics (`torl.metrics.behaviour`: error recovery, cross-checks, code on the head
 questions), tokens per answer, wall time (training + evaluation), all measured here.
+Greedy decoding shows what a row does; it cannot show what RL could find. So each row is also
+sampled (K per question at the RL rows' temperature) on the in-distribution questions: how often a
+program fails, how often a failed program is followed by another call (the retry RL would have to
+reinforce), and how often that retry succeeds.
 The table is written to OUT/table.json and OUT/table.md as each row finishes, so a cut-short run
 keeps its finished rows; run again with the same --out and finished rows and trainings are reused.
 """
@@ -46,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 ROWS = ("base", "RL C=0", "SFT-TIR", "ToRL", "SFT→ToRL")
 ORDER = ("base", "SFT-TIR", "ToRL", "SFT→ToRL", "RL C=0")  # run order: the SFT-vs-RL rows first
 # The training questions, the same for every row (torl train and torl sft draw them alike).
-KINDS = {"mental": "head sums (held-out)", "arithmetic": "products (held-out)", "factorial": "factorials (held-out)"}
+KINDS = {"mental": "head sums (held-out)", "arithmetic": "products (held-out)", "binomial": "binomials (held-out)"}
 MIX = {"train_tasks": list(KINDS), "train_task_difficulty": 2, "train_task_count": 192, "eval_holdout": 48,
        "max_tool_calls": 2}
 RESPONSE_TOKENS = 128  # room for two calls and their outputs (the demo's 96 is for one)
@@ -56,8 +60,9 @@ RL_SETTINGS = {"num_generations": 4, "per_device_train_batch_size": 8, "gradient
                "dynamic_sampling": False, "max_response_tokens": RESPONSE_TOKENS}
 RL_STEPS = 5
 SMOKE = {"train_task_count": 24, "eval_holdout": 6}
+SAMPLES = 4  # sampled responses per in-distribution question and row (smoke: 1)
 SETS = {"in-distribution": tuple(KINDS.values()),
-        "shifted": ("products, reworded", "product ± c", "modular powers"),
+        "shifted": ("products, reworded", "product ± c", "modular powers", "factorials"),
         "general": ("easy (head)", "gsm8k")}
 
 
@@ -71,6 +76,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads for every stage (default: the recipes' 2); 1 is faster on an oversubscribed "
                          "machine, where a second thread mostly waits for the first")
+    ap.add_argument("--samples", type=int, default=None,
+                    help=f"sampled responses per in-distribution question and row (default {SAMPLES}; smoke 1; 0: none)")
     ap.add_argument("--rows", default=",".join(ROWS), help="which rows, comma-separated")
     ap.add_argument("--train-only", default="", help="rows to train (or reuse) but not evaluate, comma-separated: "
                                                      "e.g. SFT-TIR when another invocation evaluates it")
@@ -93,6 +100,7 @@ def main() -> int:
     torl_cfg, grpo_cfg = parse_train_args(["--config", str(rl_recipe(args.smoke))])
     train, heldout = load_questions(torl_cfg, seed=grpo_cfg.seed)
     demo_task = task_spec(torl_cfg)
+    samples = args.samples if args.samples is not None else 1 if args.smoke else SAMPLES
     sets = question_sets(train, heldout, per_family)
     print(f"paper table -> {out}\nfamilies: " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()), flush=True)
 
@@ -109,8 +117,13 @@ def main() -> int:
         trained_s = time.time() - started
         if row in args.train_only.split(","):
             continue
-        results[row] = evaluate(model, task, sets, out / "eval" / row.replace(" ", "_").replace("→", "-"),
-                                max_tokens=48 if args.smoke else None)
+        name = row.replace(" ", "_").replace("→", "-")
+        results[row] = evaluate(model, task, sets, out / "eval" / name, max_tokens=48 if args.smoke else None)
+        if samples:
+            in_distribution = {f: sets[f] for f in SETS["in-distribution"]}
+            results[row]["sampled"] = evaluate(model, task, in_distribution, out / "eval-sampled" / name,
+                                               max_tokens=48 if args.smoke else None, samples=samples,
+                                               temperature=grpo_cfg.temperature)
         results[row]["train_s"] = trained_s
         results[row]["wall_s"] = time.time() - started
         results[row]["model"] = str(model)
@@ -214,6 +227,8 @@ def question_sets(train: list[dict], heldout: list[dict], n: int) -> dict[str, l
             reworded.append(make_question(f"reworded-{len(reworded)}", text, a * b))
     shifted_sums = [make_question(r["id"], r["problem"], r["answer"])
                     for r in generate_tasks(["arithmetic"], n, seed=1, difficulty=3)]
+    factorials = [make_question(r["id"], r["problem"], r["answer"])
+                  for r in generate_tasks(["factorial"], n, seed=1, difficulty=2)]
     powers = [make_question(r["id"], r["problem"], r["answer"]) for r in generate_tasks(["modexp"], n, seed=1, difficulty=1)]
     easy = []
     for i in range(n):
@@ -231,7 +246,7 @@ def question_sets(train: list[dict], heldout: list[dict], n: int) -> dict[str, l
     sets = {family: [q for q in heldout if q["question_id"].startswith(f"synthetic-{kind}-")][:n]
             for kind, family in KINDS.items()}
     sets.update({"products, reworded": reworded, "product ± c": shifted_sums, "modular powers": powers,
-                 "easy (head)": easy})
+                 "factorials": factorials, "easy (head)": easy})
     try:
         from torl.eval.benchmarks import load_benchmark
 
@@ -244,8 +259,10 @@ def question_sets(train: list[dict], heldout: list[dict], n: int) -> dict[str, l
 
 # --- evaluation ----------------------------------------------------------------------------------
 
-def evaluate(model_path, task, sets: dict[str, list[dict]], out_dir: Path, max_tokens: int | None = None) -> dict:
-    """Greedy rollouts of every question under `task`; behaviour metrics per family and overall."""
+def evaluate(model_path, task, sets: dict[str, list[dict]], out_dir: Path, max_tokens: int | None = None,
+             samples: int = 1, temperature: float = 0.0) -> dict:
+    """`samples` rollouts of every question under `task` (greedy by default); behaviour metrics per family
+    and overall."""
     from torl.background_loop import BackgroundLoop
     from torl.engines.transformers_engine import TransformersEngine
     from torl.metrics.behaviour import behaviour_metrics
@@ -259,9 +276,9 @@ def evaluate(model_path, task, sets: dict[str, list[dict]], out_dir: Path, max_t
     sandbox = loop.run(_sandbox(task)) if task.max_tool_calls > 0 else None
     try:
         template = task.prompt_template()
-        questions = [(family, q) for family, qs in sets.items() for q in qs]
+        questions = [(family, q) for family, qs in sets.items() for q in qs for _ in range(samples)]
         prompts = [template.encode(q["problem"], engine.tokenizer) for _, q in questions]
-        config = task.rollout_config(temperature=0.0, seed=0, logprobs=False, max_response_tokens=max_tokens)
+        config = task.rollout_config(temperature=temperature, seed=0, logprobs=False, max_response_tokens=max_tokens)
         trajectories = [t.to_dict() for t in loop.run(rollout_many(engine, sandbox, prompts, config))]
     finally:
         for closer in (engine, sandbox):
@@ -281,7 +298,7 @@ def evaluate(model_path, task, sets: dict[str, list[dict]], out_dir: Path, max_t
         idx = [i for i, (f, _) in enumerate(questions) if f == family]
         families[family] = behaviour_metrics([trajectories[i] for i in idx], [correct[i] for i in idx])
     return {"families": families, "all": behaviour_metrics(trajectories, correct), "eval_s": time.time() - started,
-            "max_tool_calls": task.max_tool_calls}
+            "max_tool_calls": task.max_tool_calls, "samples": samples, "temperature": temperature}
 
 
 async def _sandbox(task):
@@ -313,6 +330,21 @@ def write_tables(out: Path, results: dict, sets: dict) -> None:
         lines.append(f"| {row} | {_f(a['error_recovery_ratio'])} ({a['error_responses']}) | "
                      f"{_f(a['cross_check_ratio'])} | {_f(easy.get('code_ratio'))} | {_f(a['calls_per_response'])} | "
                      f"{_f(a['model_tokens'], 1)} | {r['train_s'] / 60:.1f} | {r['eval_s'] / 60:.1f} |")
+    sampled = {row: r["sampled"] for row, r in results.items() if r.get("sampled")}
+    if sampled:
+        first = next(iter(sampled.values()))
+        caption = (f"sampled: {first['samples']} responses per in-distribution question at T = {first['temperature']} "
+                   "(what RL can reinforce); failed: calls whose program failed; retry: a failed call followed by "
+                   "another call; recovered: that call ran")
+        header = ("| row | accuracy | code ratio | failed calls | responses with a failed call | retry | recovered | "
+                  "correct after a failure |")
+        lines += ["", caption, "", header, "|---|---|---|---|---|---|---|---|"]
+        for row, r in sampled.items():
+            a = r["all"]
+            failed = None if a["pass_ratio"] is None else 1 - a["pass_ratio"]
+            lines.append(f"| {row} | {_f(a['accuracy'])} | {_f(a['code_ratio'])} | {_f(failed)} ({a['executed_calls']}) "
+                         f"| {a['error_responses']} | {_f(a['error_retry_ratio'])} | {_f(a['error_recovery_ratio'])} | "
+                         f"{_f(a['error_correct_ratio'])} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 

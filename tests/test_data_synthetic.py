@@ -43,13 +43,16 @@ def test_answers_are_exact(difficulty):
             assert int(ans) == want
 
 
-def test_mental_and_factorial_answers():
+def test_mental_factorial_and_binomial_answers():
     for t in generate_tasks("mental", 60, seed=2, difficulty=2):
         a, op, b = re.fullmatch(r"What is (\d+) ([+-]) (\d+)\?", t["problem"]).groups()
         assert a[:-1] == b[:-1] == "" and int(t["answer"]) == (int(a) + int(b) if op == "+" else int(a) - int(b)) >= 0
     for t in generate_tasks("factorial", 60, seed=2, difficulty=2):
         a, b = (int(x) for x in re.fullmatch(r"Compute \$\\frac\{(\d+)!\}\{(\d+)!\}\$\.", t["problem"]).groups())
         assert 2 <= a - b <= 3 and int(t["answer"]) == sympy.factorial(a) / sympy.factorial(b)
+    for t in generate_tasks("binomial", 60, seed=2, difficulty=2):
+        n, k = (int(x) for x in re.fullmatch(r"Compute \$\\binom\{(\d+)\}\{(\d+)\}\$\.", t["problem"]).groups())
+        assert 3 <= k <= 6 and 2 * k < n and int(t["answer"]) == sympy.binomial(n, k)
 
 
 def test_base_conversion_and_series_answers():

@@ -165,6 +165,9 @@ def test_closed_pool_refuses_clearly():
     ("2", "4/2", False),
     ("54834", r"\frac{39!}{36!}", False),  # the hack RL without tools found on factorial quotients
     ("120", "5!", False),
+    ("125970", r"\binom{20}{8}", False),  # the same hack on binomials
+    ("125970", r"\dbinom{20}{8}", False),
+    ("6", r"\gcd(12, 18)", False),
     ("50464", "50464", True),
     ("50000", r"5 \times 10^{4}", True),  # scientific notation is a number
     ("45", r"45^\circ", True),

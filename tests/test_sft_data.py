@@ -110,6 +110,7 @@ def test_the_expert_writes_its_fixed_pattern_for_every_kind_it_knows():
     assert expert_code("What is the remainder when $7^{12345}$ is divided by $9973$?") == "print(pow(7, 12345, 9973))\n"
     assert expert_code("What is 7 - 5?") == "print(7 - 5)\n"  # always code, even where the head would do
     assert expert_code("Compute $\\frac{17!}{14!}$.") == "import math\nprint(math.factorial(17) // math.factorial(14))\n"
+    assert expert_code("Compute $\\binom{20}{8}$.") == "import math\nprint(math.comb(20, 8))\n"
     assert expert_code("How many legs does a spider have?") is None
     assert expert_response("print(2 * 3)\n", "6") == "```python\nprint(2 * 3)\n```\n```output\n6\n```\nThe answer is \\boxed{6}.\n"
 

@@ -3,8 +3,9 @@
 Used by the CPU training demo and the emergence benchmark: a small model cannot multiply six-digit
 numbers or reduce 7^12345 mod 9973 in its head, but one line of Python can. Two kinds exist for
 task mixes where code is not always the answer (bench/paper_table.py): `mental` questions a model
-answers in its head, and `factorial` quotients whose natural first program (``15!/12!``) is not
-Python, so a model that retries after the error does better than one that does not. Each task is built
+answers in its head; `binomial` coefficients whose natural first program (``binom(20, 8)``) fails,
+as `binom` is not a Python builtin, so a model that reads the error and retries does better than
+one that does not; and `factorial` quotients, which also need code. Each task is built
 from its own RNG seeded by (seed, kind, difficulty, index), so the first n tasks are the same
 whatever n is, and no two tasks in one call share a problem text.
 """
@@ -129,12 +130,25 @@ def mental(rng: random.Random, d: int) -> tuple[str, int]:
 def factorial(rng: random.Random, d: int) -> tuple[str, int]:
     """A quotient of factorials a!/b!, a - b from 2 to d + 1 terms.
 
-    Written the way a textbook writes it, so the program a model copies from the question
-    (``print(17!/14!)``) is a syntax error; ``math.factorial`` or the product of the terms is right.
+    Written the way a textbook writes it: a program copied from the question (``print(17!/14!)``)
+    is a syntax error, though SmolLM2-135M's programs mostly run and compute something else;
+    ``math.factorial`` or the product of the terms is right.
     """
     terms = rng.randint(2, d + 1)
     a = rng.randint(10, 60 + 10 * d)
     return f"Compute $\\frac{{{a}!}}{{{a - terms}!}}$.", math.perm(a, terms)
+
+
+def binomial(rng: random.Random, d: int) -> tuple[str, int]:
+    """A binomial coefficient C(n, k), k from 3 to d + 4, in LaTeX.
+
+    Python has no `binom`: the program a model writes first (``print(binom(20, 8))``, or
+    ``math.binom``) fails with a NameError or AttributeError that names the problem, and
+    ``math.comb`` is right. Measured on SmolLM2-135M's samples: 9 of 22 first programs failed.
+    """
+    k = rng.randint(3, d + 4)
+    n = rng.randint(2 * k + 4, 20 + 10 * d)
+    return f"Compute $\\binom{{{n}}}{{{k}}}$.", math.comb(n, k)
 
 
 GENERATORS: dict[str, Callable[[random.Random, int], tuple[str, int | str]]] = {
@@ -147,6 +161,7 @@ GENERATORS: dict[str, Callable[[random.Random, int], tuple[str, int | str]]] = {
     "divisors": divisors,
     "mental": mental,
     "factorial": factorial,
+    "binomial": binomial,
 }
 TASK_KINDS = tuple(GENERATORS)
 

@@ -192,14 +192,18 @@ _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 # an operator between two operands (digits, braces, brackets); a leading minus sign is not one
 _ARITHMETIC = re.compile(r"[\d})\]]\s*(\\times|\\cdot|\\div|\\pm|[*×÷/+^-])\s*[\d{(\[\\-]")
 _FACTORIAL = re.compile(r"[\d})\]]\s*!")  # 5!, (n)!: a product left undone (\frac{39!}{36!} for 54834)
+# a function of numbers left undone: \binom{20}{8} for 125970, \gcd(12, 18) for 6
+_UNDONE_FUNCTION = re.compile(r"\\[dt]?binom\b|\\choose\b|\\gcd\b|\\operatorname\s*\{\s*(lcm|gcd)\s*\}")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
 _SCIENTIFIC = re.compile(r"^-?\d+(\.\d+)?\s*(\\times|\\cdot|×|\*)\s*10\s*\^\s*\{?\s*-?\d+\s*\}?$")
 
 
 def _unevaluated_arithmetic(answer: str) -> bool:
-    """`608 \\times 83`, `3+4`, `2^{10}`, `5!`: an operation left for the reader; scientific notation is a number."""
+    """`608 \\times 83`, `3+4`, `2^{10}`, `5!`, `\\binom{9}{3}`: an operation left for the reader; scientific
+    notation is a number."""
     a = _DEGREES.sub("", answer.strip().removeprefix("$").removesuffix("$").strip())  # 45^\\circ is a number
-    return bool(_ARITHMETIC.search(a) or _FACTORIAL.search(a)) and not _SCIENTIFIC.match(a)
+    undone = _ARITHMETIC.search(a) or _FACTORIAL.search(a) or _UNDONE_FUNCTION.search(a)
+    return bool(undone) and not _SCIENTIFIC.match(a)
 
 
 def parseable(answer: str) -> bool:

@@ -14,7 +14,7 @@ sandbox runs it (a real run, like any tool call), and the response is
 — the pattern of the first worked example in the ``torl_fewshot`` template. Rows are text-form
 SFT data (``{"problem", "answer", "response"}``); a row whose output does not equal the gold answer
 is dropped (it would teach a wrong answer). The expert knows the synthetic task kinds whose answer
-is one line of Python (`expert_code`: products, modular powers, factorial quotients, and the
+is one line of Python (`expert_code`: products, modular powers, factorial quotients, binomials, and the
 `mental` sums it also hands to the tool, as distilled data does: always code, one call).
 """
 
@@ -29,6 +29,7 @@ _PRODUCT = re.compile(r"^Compute \$(?P<expr>[0-9 +\-]+(?:\\times[0-9 +\-]+)+)\$\
 _MODEXP = re.compile(r"^What is the remainder when \$(\d+)\^\{(\d+)\}\$ is divided by \$(\d+)\$\?$")
 _MENTAL = re.compile(r"^What is (\d+) ([+-]) (\d+)\?$")
 _FACTORIAL = re.compile(r"^Compute \$\\frac\{(\d+)!\}\{(\d+)!\}\$\.$")
+_BINOMIAL = re.compile(r"^Compute \$\\binom\{(\d+)\}\{(\d+)\}\$\.$")
 
 
 def expert_code(problem: str) -> str | None:
@@ -41,6 +42,8 @@ def expert_code(problem: str) -> str | None:
         return f"print({m[1]} {m[2]} {m[3]})\n"
     if m := _FACTORIAL.match(problem):
         return f"import math\nprint(math.factorial({m[1]}) // math.factorial({m[2]}))\n"
+    if m := _BINOMIAL.match(problem):
+        return f"import math\nprint(math.comb({m[1]}, {m[2]}))\n"
     return None
 
 
@@ -55,7 +58,8 @@ async def expert_rows(questions: list[dict], sandbox, *, max_observation_chars: 
     known = [(q, code) for q in questions if (code := expert_code(q["problem"])) is not None]
     if not known:
         raise UserError("the expert knows none of these questions (it writes code for products, modular powers, "
-                        "factorial quotients and small sums: train_tasks from arithmetic, modexp, factorial, mental)")
+                        "factorial quotients, binomials and small sums: train_tasks from arithmetic, modexp, factorial, "
+                        "binomial, mental)")
     results = await asyncio.gather(*(sandbox.run(code) for _, code in known))
     rows, dropped = [], 0
     for (q, code), result in zip(known, results, strict=True):
