@@ -193,6 +193,20 @@ def test_eval_with_save_ids_writes_the_sampled_ids_and_sft_reads_them(tokenizer,
         _assert_not_canonical(ex, tokenizer)
 
 
+def test_the_eval_flag_reaches_the_config(tmp_path, monkeypatch):
+    from torl import cli
+    from torl.eval import runner, summary
+
+    seen = []
+    monkeypatch.setattr(runner, "run_eval", lambda cfg, progress: seen.append(cfg) or {})
+    monkeypatch.setattr(summary, "print_summary", lambda *a: None)
+    for flags, expected in (([], False), (["--save-ids"], True)):
+        args = cli.build_parser().parse_args(["eval", "--model", "m", "--benchmarks", "b", "--device", "cpu",
+                                              "--out", str(tmp_path), *flags])
+        assert args.func(args) == 0
+        assert seen.pop().save_ids is expected
+
+
 def _char_row(tokenizer) -> dict:
     """A compact row (segments and all) whose ids spell its one model segment a character at a time."""
     text = "So \\boxed{6}."

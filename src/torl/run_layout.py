@@ -6,7 +6,7 @@
       metrics.jsonl         one row per optimizer step (names: torl/metrics/METRICS.md)
       samples/step_NNNNNN.jsonl   every sampled response of that step (`.rankR` before `.jsonl` for process R > 0):
                             question, reward, the compact trajectory (text segments); with dump_sample_ids
-                            its prompt_ids / completion_ids / loss_mask too, as trained
+                            its prompt_ids / completion_ids as trained and loss_mask too
       samples/alarms/step_NNNNNN.jsonl   the same, kept for a step with a grad_norm_spike alarm when dump_samples is off
       token_contract_violation_NNNNNN.jsonl   the sample TRL's batch disagreed with, when a step broke the token contract
       checkpoints/checkpoint-N/   TRL/HF checkpoints (model, optimizer, RNG, trainer state)

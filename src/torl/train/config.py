@@ -142,9 +142,9 @@ class TorlConfig(TaskSettings):
     )
     dump_sample_ids: bool = field(
         default=False,
-        metadata={"help": "Sample dumps also keep each response's prompt_ids, completion_ids and loss_mask as "
-                          "trained (never re-tokenized), so `torl sft` or a replay uses them exactly; off keeps "
-                          "dumps compact (text segments only)."},
+        metadata={"help": "Sample dumps also keep each response's prompt_ids and completion_ids as trained and its "
+                          "loss_mask (1 = model token, 0 = interpreter), never re-tokenized, so `torl sft` or a "
+                          "replay uses them exactly; off keeps dumps compact (text segments only)."},
     )
     torch_threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (None: torch's default)."})
     max_minutes: float | None = field(
