@@ -40,5 +40,6 @@ seed: 0
     assert run_training(*parse_train_args(["--config", str(recipe)]), engine_factory=scripted) == 0
     rows = [json.loads(line) for line in (tmp_path / "run" / "samples" / "step_000001.jsonl").open()]
     assert len(rows) == 2 and rows[0]["question_id"] == rows[1]["question_id"]  # one whole group of 2 fits in 3
+    assert not {"prompt_ids", "completion_ids", "loss_mask"} & set(rows[0]["trajectory"])  # compact by default
     metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert metrics["signal/groups"] == 4  # the step itself saw all 8 responses

@@ -79,7 +79,7 @@ def test_expert_rows_are_exactly_the_loops_tool_call_trajectories(smol, tmp_path
 def test_text_and_segment_rows_are_refused_under_tool_calls(smol, tmp_path):
     path = tmp_path / "text.jsonl"
     path.write_text(json.dumps({"problem": "Compute $2 \\times 3$.", "answer": "6", "response": "\\boxed{6}"}) + "\n")
-    with pytest.raises(SftDataError, match="row 1: protocol tool_calls takes trajectories with their token ids") as err:
+    with pytest.raises(SftDataError, match=r"\.jsonl:1: protocol tool_calls takes trajectories with their token ids") as err:
         load_examples([str(path)], TASK, smol)
     assert "\n" not in str(err.value)
 

@@ -4,7 +4,9 @@
       config.yaml           the resolved configuration (torl + grpo sections)
       task_spec.json        how a trajectory is produced and scored (torl.tir.task); `torl eval --run` reads it
       metrics.jsonl         one row per optimizer step (names: torl/metrics/METRICS.md)
-      samples/step_NNNNNN.jsonl   every sampled response of that step (`.rankR` before `.jsonl` for process R > 0)
+      samples/step_NNNNNN.jsonl   every sampled response of that step (`.rankR` before `.jsonl` for process R > 0):
+                            question, reward, the compact trajectory (text segments); with dump_sample_ids
+                            its prompt_ids / completion_ids as trained and loss_mask too
       samples/alarms/step_NNNNNN.jsonl   the same, kept for a step with a grad_norm_spike alarm when dump_samples is off
       token_contract_violation_NNNNNN.jsonl   the sample TRL's batch disagreed with, when a step broke the token contract
       checkpoints/checkpoint-N/   TRL/HF checkpoints (model, optimizer, RNG, trainer state)
@@ -14,7 +16,8 @@
 
     eval_out/               (`torl eval --out`)
       config.json           the eval's settings; resuming checks them (torl.eval.store)
-      trajectories.jsonl    one row per finished sample, appended as it finishes
+      trajectories.jsonl    one row per finished sample, appended as it finishes (compact trajectory;
+                            with --save-ids its prompt_ids / completion_ids / loss_mask too, as sampled)
       results.json / results.md       scores, and ToRL's table
       analytics.json / analytics.md   behaviour metrics per benchmark
 

@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     p.add_argument("--tools-off-baseline", action="store_true",
                    help="also run every question with C = 0 (no interpreter), into OUT/tools_off, and report both "
                         "accuracies and their difference per benchmark")
+    p.add_argument("--save-ids", action="store_true",
+                   help="trajectories.jsonl rows also keep prompt_ids, completion_ids and loss_mask as sampled, so "
+                        "`torl sft --data OUT/trajectories.jsonl` trains them exactly (never re-tokenized)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_task_arguments(p, base="the run's with --run, else ToRL's: template torl, C = 1, 3072 tokens; switching "
                                "--protocol to tool_calls picks template chat_tools")
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer=args.tokenizer, overrides=task_overrides(args), n=args.n, temperature=args.temperature,
         top_p=args.top_p, limit=args.limit, data_dir=args.data_dir, problem_column=args.problem_column,
         answer_column=args.answer_column, seed=args.seed, concurrency=args.concurrency, sandbox_url=args.sandbox_url,
-        model_label=args.label, tools_off_baseline=args.tools_off_baseline,
+        model_label=args.label, tools_off_baseline=args.tools_off_baseline, save_ids=args.save_ids,
     )
     summary = run_eval(cfg, progress=not args.quiet)
     print_summary(summary, out)

@@ -2,7 +2,8 @@
 
 Samples run concurrently (at most `concurrency` in flight; the engine batches them) and each is
 appended to ``trajectories.jsonl`` the moment it is scored, so a killed eval loses at most the
-samples in flight; rerunning the same command skips every finished sample.
+samples in flight; rerunning the same command skips every finished sample. Rows hold the compact
+trajectory; `save_ids` keeps its token ids and loss mask too (`torl sft` then trains them exactly).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class EvalConfig:
     sandbox_url: str | None = None        # a `torl sandbox serve` / SandboxFusion server instead of the local sandbox
     model_label: str | None = None        # the table's row name (default: the model name)
     tools_off_baseline: bool = False      # also run every question at C = 0 (see torl.eval.tools_off)
+    save_ids: bool = False                # rows keep prompt_ids / completion_ids / loss_mask (exact SFT data)
     task: TaskSpec = dataclasses.field(init=False)              # the spec every sample runs under
     task_overrides: dict = dataclasses.field(init=False)        # {field: {from, to}}: what `overrides` changed
 
@@ -215,7 +217,7 @@ async def _sample_with(cfg, todo, log: TrajectoryLog, template, engine, sandbox,
             "reward": None if result is None else float(result.reward),
             "extracted": None if result is None else result.extracted,
             "reason": "sandbox_error" if result is None else result.reason,
-            "trajectory": compact_trajectory(traj),
+            "trajectory": compact_trajectory(traj, with_ids=cfg.save_ids),  # the ids as sampled, never re-tokenized
         })
         bar.update(1)
 

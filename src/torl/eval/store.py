@@ -3,7 +3,9 @@
 One JSON row per finished sample in ``trajectories.jsonl``; a sample is keyed by
 ``(benchmark, question_id, sample)``. A row that hit a sandbox failure (ours) does not count as done:
 the next run retries it, and its newer row supersedes the old one. A half-written last line (the
-process was killed mid-write) is cut off on open.
+process was killed mid-write) is cut off on open. `save_ids` (rows with their token ids) is not a
+fingerprint setting: a resumed eval's earlier rows keep the form they were written in, and
+`torl sft` reads either.
 """
 
 from __future__ import annotations

@@ -3,12 +3,15 @@
 An example is `prompt_ids`, `completion_ids` and `loss_mask` (1 = the model wrote this token, 0 =
 the interpreter did), the shape of a `Trajectory` (`torl.tir.trajectory`). Three kinds of row:
 
-- **id form**: a `Trajectory.to_dict()` (`torl rollout --json`), at the top level or under
-  ``"trajectory"``: trained exactly as recorded, never re-tokenized.
+- **id form**: a trajectory with ``prompt_ids``, ``completion_ids`` and ``loss_mask``, at the top
+  level or under ``"trajectory"``: a `Trajectory.to_dict()` (`torl rollout --json`, `torl data
+  sample`), a sample dump written with ``dump_sample_ids``, an eval row of ``torl eval --save-ids``.
+  Trained exactly as recorded, never re-tokenized; where the row has segments too, the ids win.
 - **segment form**: a compact trajectory (training sample dumps ``RUN_DIR/samples/*.jsonl``, eval
-  ``trajectories.jsonl``): no token lists, but its ``segments`` say which text the model wrote and
-  which the interpreter did. The prompt (the row's ``prompt``, else the template's rendering of
-  ``problem``) and each segment are tokenized on their own.
+  ``trajectories.jsonl``, written without their ids): no token lists, but its ``segments`` say which
+  text the model wrote and which the interpreter did. The prompt (the row's ``prompt``, else the
+  template's rendering of ``problem``) and each segment are tokenized on their own, which gives the
+  sampled tokens back only where the sampler's tokenization was the canonical one.
 - **text form**: ``{"problem", "answer", "response"}``, the response holding ```` ```python ````
   blocks and their ```` ```output ```` blocks (ToRA / Qwen-Math-TIR style). The response is cut
   into model and interpreter segments exactly where the TIR loop would have appended the
@@ -17,8 +20,9 @@ the interpreter did), the shape of a `Trajectory` (`torl.tir.trajectory`). Three
 
 Whatever the form, the example is checked with the RL token contract's own check
 (`torl.train.update.contract.trajectory_problems`: the mask is 0 exactly on the interpreter spans, which
-decode to the interpreter's text). A bad row is one `SftDataError` line naming the file, the row
-and the fix.
+decode to the interpreter's text); an id-form row's lists must also have the lengths its compact
+fields (``prompt_tokens``, ``completion_tokens``) record. A bad row is one `SftDataError` line naming
+``file:line`` and the fix.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from torl.errors import UserError
 from torl.tir.loop import BLOCK_CLOSE, OUTPUT_FENCE
 from torl.tir.parsing import complete_python_blocks
 from torl.tir.task import TaskSpec
+from torl.tir.trajectory import ID_LISTS
 from torl.train.update.contract import trajectory_problems
 
 FENCE_LINE = "\n```"  # the line that closes an ```output block
@@ -134,10 +139,9 @@ def load_examples(paths: list[str], task: TaskSpec, tokenizer, *, only_correct: 
     report = LoadReport()
     examples: list[SftExample] = []
     for path in paths:
-        rows = _read_jsonl(path)
-        for i, row in enumerate(rows, 1):
+        for line, row in _read_jsonl(path):
             report.rows += 1
-            where = f"{path} row {i}"
+            where = f"{path}:{line}"
             traj, form = _trajectory_of(row, where, task, tokenizer, eos)
             if traj is None:
                 if form == "incorrect":
@@ -168,7 +172,8 @@ def load_examples(paths: list[str], task: TaskSpec, tokenizer, *, only_correct: 
     return examples, report
 
 
-def _read_jsonl(path: str) -> list[dict]:
+def _read_jsonl(path: str) -> list[tuple[int, dict]]:
+    """(line number, object) per non-blank line."""
     p = Path(path)
     if not p.is_file():
         raise SftDataError(f"SFT data file not found: {path}")
@@ -182,7 +187,7 @@ def _read_jsonl(path: str) -> list[dict]:
             raise SftDataError(f"{path} line {i}: not JSON ({e.msg}); SFT data is one JSON object per line") from None
         if not isinstance(row, dict):
             raise SftDataError(f"{path} line {i}: a JSON object is expected, got {type(row).__name__}")
-        rows.append(row)
+        rows.append((i, row))
     if not rows:
         raise SftDataError(f"{path} is empty: SFT data is one JSON object per line (text form "
                            '{"problem", "answer", "response"}, or trajectories)')
@@ -192,13 +197,11 @@ def _read_jsonl(path: str) -> list[dict]:
 def _trajectory_of(row: dict, where: str, task: TaskSpec, tokenizer, eos: bool) -> tuple[dict | None, str]:
     """(trajectory-shaped dict, form); (None, reason) for a row that is skipped, not wrong."""
     nested = row.get("trajectory") if isinstance(row.get("trajectory"), dict) else None
-    traj = row if "completion_ids" in row else nested if nested and "completion_ids" in nested else None
-    if traj is not None:  # id form: exactly as recorded
+    traj = next((t for t in (row, nested) if t is not None and any(k in t for k in ID_LISTS)), None)
+    if traj is not None:  # id form: exactly as recorded (segments, if any, are not re-tokenized)
         if traj.get("sandbox_error"):
             return None, "sandbox_error"
-        for key in ("prompt_ids", "completion_ids", "loss_mask"):
-            if not isinstance(traj.get(key), list):
-                raise SftDataError(f"{where}: a trajectory row needs the list {key!r} (Trajectory.to_dict)")
+        _check_id_lists(traj, where)
         return traj, "ids"
     if task.protocol == "tool_calls":  # decoded text has lost the template's special tokens: no exact re-tokenizing
         raise SftDataError(f"{where}: protocol tool_calls takes trajectories with their token ids only (torl rollout "
@@ -229,6 +232,24 @@ def _trajectory_of(row: dict, where: str, task: TaskSpec, tokenizer, eos: bool) 
         raise SftDataError(f"{where}: {len(traj['calls'])} ```output blocks, but the task allows "
                            f"max_tool_calls={task.max_tool_calls} (C); raise max_tool_calls or drop the row")
     return traj, "text"
+
+
+def _check_id_lists(traj: dict, where: str) -> None:
+    """The three lists are there, hold integers, and have the lengths the row's compact fields record.
+
+    (Mask against ids and against the tool spans is the token contract's check, after this.)"""
+    for key in ID_LISTS:
+        value = traj.get(key)
+        if not isinstance(value, list):
+            raise SftDataError(f"{where}: an id-form row needs the list {key!r} beside the others "
+                               f"({', '.join(ID_LISTS)}); re-record it or drop the partial lists")
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+            raise SftDataError(f"{where}: {key} holds values that are not integer token ids")
+    for key, count in (("prompt_ids", "prompt_tokens"), ("completion_ids", "completion_tokens")):
+        recorded = traj.get(count)
+        if isinstance(recorded, int) and recorded != len(traj[key]):
+            raise SftDataError(f"{where}: {key} has {len(traj[key])} ids but the row records {count}={recorded}; "
+                               "the lists were cut or edited: re-record the row")
 
 
 def _field(row: dict, name: str, where: str) -> str:

@@ -40,7 +40,9 @@
 - ``metadata`` (dict): free-form, e.g. question id, gold answer, template name.
 
 Sample dumps and eval rows store the *compact* form, `compact_trajectory(d)`: the same dict without
-the four token lists, with ``prompt_tokens`` / ``completion_tokens`` (their lengths) instead.
+the four token lists, with ``prompt_tokens`` / ``completion_tokens`` (their lengths) instead;
+``with_ids`` keeps ``prompt_ids``, ``completion_ids`` and ``loss_mask`` (`ID_LISTS`) as recorded
+(`dump_sample_ids`, `torl eval --save-ids`), so `torl sft` can train the row exactly.
 """
 
 from __future__ import annotations
@@ -54,11 +56,15 @@ from torl.sandbox.result import ExecResult
 from torl.tir.tool_parsing import strip_tool_calls
 
 TOKEN_LISTS = ("prompt_ids", "completion_ids", "loss_mask", "logprobs")
+ID_LISTS = ("prompt_ids", "completion_ids", "loss_mask")  # what replaying a trajectory exactly needs
 
 
-def compact_trajectory(trajectory: dict) -> dict:
-    """`trajectory` (a `Trajectory.to_dict()`) without its token lists, their lengths kept: what dumps store."""
-    out = {k: v for k, v in trajectory.items() if k not in TOKEN_LISTS}
+def compact_trajectory(trajectory: dict, *, with_ids: bool = False) -> dict:
+    """`trajectory` (a `Trajectory.to_dict()`) without its token lists, their lengths kept: what dumps store.
+
+    `with_ids` keeps the ids and the loss mask (not the logprobs), the very lists recorded."""
+    dropped = [k for k in TOKEN_LISTS if not (with_ids and k in ID_LISTS)]
+    out = {k: v for k, v in trajectory.items() if k not in dropped}
     out["prompt_tokens"] = len(trajectory.get("prompt_ids") or [])
     out["completion_tokens"] = len(trajectory.get("completion_ids") or [])
     return out

@@ -140,6 +140,12 @@ class TorlConfig(TaskSettings):
         metadata={"help": "At most this many responses dumped per step, over all processes: whole GRPO groups, a "
                           "seeded choice per step (0 = every response; at scale a step samples thousands)."},
     )
+    dump_sample_ids: bool = field(
+        default=False,
+        metadata={"help": "Sample dumps also keep each response's prompt_ids and completion_ids as trained and its "
+                          "loss_mask (1 = model token, 0 = interpreter), never re-tokenized, so `torl sft` or a "
+                          "replay uses them exactly; off keeps dumps compact (text segments only)."},
+    )
     torch_threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (None: torch's default)."})
     max_minutes: float | None = field(
         default=None, metadata={"help": "Wall-clock budget for the training phase: save and stop when it runs out."}

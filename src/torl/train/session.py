@@ -123,7 +123,8 @@ class TrainingSession:
         tools = tool_renderer(tokenizer, self.rollout_config.toolset) if self.rollout_config.protocol == "tool_calls" else None
         report = StepReport(self.recorder, self.run.samples if cfg.dump_samples else None,
                             render_prompt=lambda q: self.template.render(q, tokenizer, tool_renderer=tools), rank=process_rank(),
-                            health=cfg.health_checks, max_rows=cfg.dump_samples_max)
+                            health=cfg.health_checks, max_rows=cfg.dump_samples_max,
+                            with_ids=cfg.dump_sample_ids)
         dataset = Dataset.from_list([{"prompt": q["problem"], **q} for q in self.train_questions])
         self.trainer = ToolGRPOTrainer(
             model=model, reward_funcs=[TorlReward(self.task.reward_scheme, self.recorder)], args=args,

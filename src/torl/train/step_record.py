@@ -8,9 +8,10 @@ Read top to bottom, in the order a step runs:
   shared mutable dict, so a typo'd key fails loudly and each piece's contribution is visible here.
 - `StepReport` (a `ToolGRPOTrainer.after_scoring` hook, on every process): the step's tool metrics
   (`torl.metrics.behaviour` under `TRAINING_METRICS` names, `torl.metrics.health`) into TRL's log,
-  averaged over processes, and each process's sample dump (`samples/step_NNNNNN[.rankR].jsonl`). The
-  last batch is kept until the next one, so a health alarm (`torl.train.watch`) can keep its samples
-  when dumps are off.
+  averaged over processes, and each process's sample dump (`samples/step_NNNNNN[.rankR].jsonl`):
+  compact trajectories, or with `with_ids` (`dump_sample_ids`) the very prompt/completion ids and
+  loss mask the rollout handed TRL, for exact SFT or replay. The last batch is kept until the next
+  one, so a health alarm (`torl.train.watch`) can keep its samples when dumps are off.
 - `MetricsFileCallback`: the step's wall time into TRL's log, the whole row appended to
   metrics.jsonl; `truncate_metrics` drops the rows a resumed run will redo.
 
@@ -128,13 +129,14 @@ def trajectory_metrics(trajectories: list[dict], correct: list[bool | None]) -> 
 
 class StepReport:
     def __init__(self, recorder: StepRecorder, samples_dir: Path | None, render_prompt: Callable[[str], str],
-                 rank: int = 0, health: bool = True, max_rows: int = 0) -> None:
+                 rank: int = 0, health: bool = True, max_rows: int = 0, with_ids: bool = False) -> None:
         self.recorder = recorder
         self.samples_dir = None if samples_dir is None else Path(samples_dir)
         self.render_prompt = render_prompt  # question text -> the prompt the model saw, for the dumps
         self.rank = rank
         self.health = health  # the health/* ratios (health_checks)
         self.max_rows = max_rows  # dump_samples_max: responses dumped per step over all processes (0 = all)
+        self.with_ids = with_ids  # dump_sample_ids: rows keep prompt_ids / completion_ids / loss_mask
         self.last: tuple[int, RolloutBatch] | None = None  # (step, batch) of the latest scored batch
 
     def __call__(self, trainer, _batch_tensors) -> None:
@@ -181,7 +183,9 @@ class StepReport:
                     "extracted": None if res is None else res.extracted,
                     "reason": "sandbox_error" if res is None else res.reason,
                     "loss_masked": bool(out),  # filter_void_turns took it out of the loss
-                    "trajectory": compact_trajectory(traj),
+                    # with_ids: the trajectory's own lists, which the rollout returned to TRL as they are
+                    # (its loss_mask is the env_mask, unless loss_masked zeroed that)
+                    "trajectory": compact_trajectory(traj, with_ids=self.with_ids),
                 }
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
