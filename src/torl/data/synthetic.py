@@ -144,7 +144,8 @@ def binomial(rng: random.Random, d: int) -> tuple[str, int]:
 
     Python has no `binom`: the program a model writes first (``print(binom(20, 8))``, or
     ``math.binom``) fails with a NameError or AttributeError that names the problem, and
-    ``math.comb`` is right. Measured on SmolLM2-135M's samples: 9 of 22 first programs failed.
+    ``math.comb`` is right. In bench/paper_table.py's samples, 3 of SmolLM2-135M's 6 binomial
+    programs failed, and after RL 16 of 16 (11 of them `binom(n, k)`).
     """
     k = rng.randint(3, d + 4)
     n = rng.randint(2 * k + 4, 20 + 10 * d)
