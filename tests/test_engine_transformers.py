@@ -148,7 +148,7 @@ async def test_shared_prefix_logprobs_match_the_trainers_forward(engine):
         assert gen.logprobs == pytest.approx(forced, abs=2e-3)
 
 
-@pytest.mark.parametrize("option", ["share_prefixes", "preallocate_cache", "cache_prefix"])
+@pytest.mark.parametrize("option", ["share_prefixes", "preallocate_cache", "cache_prefix", "pack_weights"])
 async def test_a_seed_gives_the_same_tokens_with_and_without_each_speedup(engine, option):
     from torl.engines.transformers_engine import TransformersEngine
 
