@@ -398,9 +398,9 @@ def _weights_fingerprint(model) -> tuple:
 class _PackedLinears:
     """Copies of a model's float32 `nn.Linear` weights in oneDNN's blocked layout, and a context in
     which those layers multiply by them. On CPU, MKL's GEMM is slow for the few rows of a decode
-    step (a step with 2 live rows cost 1.5x one with 1); the packed product was 1.1-1.4x as fast at
-    2-16 rows, even at 32, and matches `F.linear` to float rounding. One row keeps `F.linear`
-    (as fast there). The copies are remade when `_weights_fingerprint` changes (an optimizer step,
+    step (a step with 2 live rows cost 1.5x one with 1); per step, the packed product was 1.1-1.5x
+    as fast at 2-32 rows (bench/generate.py --batch-sweep --ablate pack_weights) and matches
+    `F.linear` to float rounding. One row keeps `F.linear` (as fast there). The copies are remade when `_weights_fingerprint` changes (an optimizer step,
     `load_weights`, an adapter switched)."""
 
     HINT = 8  # rows oneDNN picks its layout for; the result does not depend on it, the speed barely
