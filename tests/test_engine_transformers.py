@@ -157,7 +157,7 @@ async def test_a_seed_gives_the_same_tokens_with_and_without_each_speedup(engine
     plain = TransformersEngine(engine.model, tokenizer=tok, device=DEVICE, **{option: False})
 
     async def sample(eng):
-        return await asyncio.gather(*(eng.generate(p, SamplingParams(max_tokens=16, temperature=1.0, seed=5 + i))
+        return await asyncio.gather(*(eng.generate(p, SamplingParams(max_tokens=48, temperature=1.0, seed=5 + i))
                                       for i, p in enumerate(prompts)))
 
     await sample(engine)  # a batch before: the template prefix is remembered, the next batch reuses it
@@ -166,6 +166,31 @@ async def test_a_seed_gives_the_same_tokens_with_and_without_each_speedup(engine
     for f, s in zip(fast, slow):
         assert f.logprobs == pytest.approx(s.logprobs, abs=1e-4)
     assert len({tuple(g.token_ids) for g in fast}) > 1  # the rows really sampled different text
+
+
+def test_the_exponential_race_samples_the_tempered_truncated_distribution():
+    """`_sample_rows` draws token i with probability p_i (after temperature and top-p), greedy rows take
+    the argmax, and the reported logprob is the tempered, untruncated one."""
+    from torl.engines.transformers_engine import _sample_rows
+
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -3.0])
+    rows = 20000
+    gen = torch.Generator().manual_seed(0)
+    tempered = SamplingParams(max_tokens=1, temperature=0.7)
+    tokens, logprobs = _sample_rows(logits.repeat(rows, 1), [tempered] * rows, [gen] * rows)
+    want = torch.softmax(logits / 0.7, -1)
+    seen = torch.bincount(torch.tensor(tokens), minlength=5).double() / rows
+    assert torch.allclose(seen, want.double(), atol=0.015), (seen, want)
+    assert logprobs[0] == pytest.approx(torch.log(want)[tokens[0]].item(), abs=1e-6)
+
+    top_p = SamplingParams(max_tokens=1, temperature=1.0, top_p=0.6)  # keeps tokens 0 and 1 (0.64 > 0.6)
+    tokens, _ = _sample_rows(logits.repeat(rows, 1), [top_p] * rows, [gen] * rows)
+    kept = torch.softmax(logits[:2], -1)
+    seen = torch.bincount(torch.tensor(tokens), minlength=5).double() / rows
+    assert seen[2:].sum() == 0 and torch.allclose(seen[:2], kept.double(), atol=0.015)
+
+    greedy = SamplingParams(max_tokens=1, temperature=0.0)
+    assert _sample_rows(torch.stack([logits, logits.flip(0)]), [greedy, greedy], [gen, gen])[0] == [0, 4]
 
 
 async def test_a_seeded_request_samples_the_same_alone_or_in_a_batch(engine):

@@ -540,9 +540,13 @@ def _sample_rows(logits: torch.Tensor, params: list[SamplingParams], generators:
     """One token per row of `logits`, with its (tempered, untruncated) logprob.
 
     The whole batch is tempered, normalised and sampled in a few tensor operations (not one
-    Python loop over the rows per step). A row's token depends only on its own logits and one
-    uniform draw from its own generator (inverse CDF: the first token whose cumulative
-    probability exceeds u), so a seeded request samples the same tokens alone or in any batch.
+    Python loop over the rows per step). A row's token depends only on its own logits and its own
+    generator, so a seeded request samples the same tokens alone or in any batch. The draw is an
+    exponential race (Gumbel-max): the token maximising p_i / E_i, with E_i ~ Exp(1) per token, is
+    token i with probability p_i. A rounding-level change in the logits (another kernel, another
+    batch shape) changes that token only when the two best p_i / E_i tie to within the change;
+    the inverse CDF it replaced moved its draw whenever u fell that close to any of the 49k
+    cumulative boundaries, which happened every few thousand tokens.
     Greedy rows (temperature 0) take the argmax, report the raw distribution and draw nothing.
     """
     logits = logits.float()
@@ -555,20 +559,13 @@ def _sample_rows(logits: torch.Tensor, params: list[SamplingParams], generators:
     for row, p in enumerate(params):
         if not greedy[row] and (p.top_k > 0 or p.top_p < 1.0):
             probs[row] = torch.softmax(_truncate(scaled[row], p), -1)
-    device = logits.device
-    draws = torch.stack([torch.zeros((), dtype=torch.float64, device=device) if g
-                         else torch.rand((), generator=gen, dtype=torch.float64, device=gen.device).to(device)
+    device, vocab = logits.device, logits.shape[-1]
+    noise = torch.stack([torch.ones(vocab, device=device) if g
+                         else torch.empty(vocab, device=gen.device).exponential_(generator=gen).to(device)
                          for g, gen in zip(greedy, generators)])
-    cumulative = probs.double().cumsum(-1)
-    tokens = torch.searchsorted(cumulative, (draws * cumulative[:, -1]).unsqueeze(1), right=True).squeeze(1)
-    tokens = tokens.clamp_(max=probs.shape[-1] - 1)
-    is_greedy = torch.tensor(greedy, device=device)
+    tokens = (probs / noise.clamp_(min=torch.finfo(noise.dtype).tiny)).argmax(-1)  # a token of p = 0 never wins
     if any(greedy):
-        tokens = torch.where(is_greedy, logits.argmax(-1), tokens)
-    impossible = (probs.gather(1, tokens.unsqueeze(1)).squeeze(1) == 0) & ~is_greedy
-    if bool(impossible.any()):  # u * total rounded up to the total itself: the last possible token
-        last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(-1)
-        tokens = torch.where(impossible, last, tokens)
+        tokens = torch.where(torch.tensor(greedy, device=device), logits.argmax(-1), tokens)
     chosen = logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)
     token_list, logprob_list = tokens.tolist(), chosen.tolist()
     return token_list, logprob_list
