@@ -3,6 +3,7 @@
 scripts/gpu_check.sh runs the exactness tests on CUDA with another model: TORL_TEST_DEVICE=cuda,
 TORL_TEST_MODEL=<checkpoint directory> (float32 either way, so logprobs compare to 2e-3)."""
 import asyncio
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
@@ -25,6 +26,23 @@ def engine():
     from torl.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine(MODEL, device=DEVICE, dtype=torch.float32, max_batch_size=8)
+
+
+@contextlib.contextmanager
+def fused_adamw_step(model, name: str):
+    """One optimizer step on parameter `name`, as the trainer takes it (fused AdamW leaves the version
+    counter alone); the weight is restored afterwards."""
+    weight = dict(model.named_parameters())[name]
+    original = weight.detach().clone()
+    try:
+        optimizer = torch.optim.AdamW([weight], lr=0.05, fused=True)
+        weight.grad = torch.ones_like(weight)
+        optimizer.step()
+        weight.grad = None
+        yield
+    finally:
+        with torch.no_grad():
+            weight.copy_(original)
 
 
 def teacher_forced_logprobs(model, ids: list[int], start: int, temperature: float = 1.0) -> list[float]:
@@ -223,22 +241,12 @@ async def test_the_remembered_prefix_is_reused_and_forgotten_when_the_weights_ch
     await engine.generate(later, params)
     template = _common_prefix_length(prompts)
     assert forwarded[0] == (1, len(later) - template)  # the prompt's own tokens only, not the template
-    weight = dict(engine.model.named_parameters())["model.layers.0.mlp.down_proj.weight"]
-    original = weight.detach().clone()
-    try:
-        # an optimizer step as the trainer takes it; fused AdamW leaves the version counter alone
-        optimizer = torch.optim.AdamW([weight], lr=0.05, fused=True)
-        weight.grad = torch.ones_like(weight)
-        optimizer.step()
-        weight.grad = None
+    with fused_adamw_step(engine.model, "model.layers.0.mlp.down_proj.weight"):
         forwarded.clear()
         gen = await engine.generate(later, params)
         assert forwarded[0][1] > len(later) - template  # the template again, under the new weights
         forced = teacher_forced_logprobs(engine.model, later + gen.token_ids, len(later))
         assert gen.logprobs == pytest.approx(forced, abs=2e-3)
-    finally:
-        with torch.no_grad():
-            weight.copy_(original)
 
 
 async def test_requests_arriving_mid_batch_join_it_and_sample_as_they_would_alone(engine, monkeypatch):
@@ -307,14 +315,5 @@ async def test_packed_weights_follow_a_weight_change(engine):
     await check()
     if DEVICE == "cpu":  # where the packed product applies
         assert engine._packed is not None and engine._packed.packs
-    weight = dict(engine.model.named_parameters())["model.layers.3.self_attn.q_proj.weight"]
-    original = weight.detach().clone()
-    try:
-        optimizer = torch.optim.AdamW([weight], lr=0.05, fused=True)
-        weight.grad = torch.ones_like(weight)
-        optimizer.step()
-        weight.grad = None
+    with fused_adamw_step(engine.model, "model.layers.3.self_attn.q_proj.weight"):
         await check()
-    finally:
-        with torch.no_grad():
-            weight.copy_(original)
