@@ -84,14 +84,14 @@ if [ "$DRY" = 1 ]; then
     SIZE=tiny DEVICE=cpu TRAIN_SIZE=(--bf16 false --use_cpu true --gradient_checkpointing false --num_generations 2
         --per_device_train_batch_size 2 --max_response_tokens 16 --sandbox_workers 1)
     GEN=(--prompts 4 --max-tokens 8 --rounds 1 --dtype float32 --device cpu)
-    TESTS="tempered or concurrent or shared_prefix or seed_gives or seeded_request or remembered or mid_batch"
+    TESTS="tempered or concurrent or shared_prefix or seed_gives or seeded_request or remembered or mid_batch or weight_change or packed"
 else
     SUMMARY+=("$([ -d wheels ] && echo carried || echo no) wheels")
     stage install install_missing_wheels
     SIZE=real DEVICE=cuda TRAIN_SIZE=(--bf16 true --num_generations 8 --per_device_train_batch_size 8
         --max_response_tokens 512)
     GEN=(--prompts 32 --max-tokens 128 --rounds 2 --dtype bfloat16 --device cuda)
-    TESTS="tempered or concurrent or shared_prefix or seeded_request or remembered or mid_batch"
+    TESTS="tempered or concurrent or shared_prefix or seeded_request or remembered or mid_batch or weight_change"
 fi
 
 stage model "$PY" scripts/gpu_check.py model --size "$SIZE" --out "$WORK/model"

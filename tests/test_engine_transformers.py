@@ -292,6 +292,31 @@ async def test_requests_arriving_mid_batch_join_it_and_sample_as_they_would_alon
         assert gen.logprobs == pytest.approx(forced, abs=2e-3)
 
 
+async def test_a_request_arriving_after_a_weight_change_waits_for_a_batch_with_the_new_weights(engine, monkeypatch):
+    """A batch decodes with the weights it started with (its cache, its packed copies); a request that
+    arrives after an optimizer step is not admitted into it, and samples under the new weights."""
+    tok = engine.tokenizer
+    first = _fewshot_prompts(tok, ["What is 123 * 45?"])
+    later = _fewshot_prompts(tok, ["What is 7 * 8?"])
+    forwarded, forward = [], engine.model.forward
+
+    def counting_forward(*args, **kwargs):
+        forwarded.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine.model, "forward", counting_forward)
+    early = asyncio.ensure_future(engine.generate(first[0], SamplingParams(max_tokens=24, temperature=1.0, seed=3)))
+    while len(forwarded) < 4:  # the first batch is decoding
+        await asyncio.sleep(0.01)
+    with fused_adamw_step(engine.model, "model.layers.0.mlp.down_proj.weight"):
+        gen = await engine.generate(later[0], SamplingParams(max_tokens=8, temperature=1.0, seed=4))
+        await early
+        monkeypatch.setattr(engine.model, "forward", forward)
+        assert max(rows for rows, width in forwarded if width == 1) == 1  # never decoded beside the old batch
+        forced = teacher_forced_logprobs(engine.model, later[0] + gen.token_ids, len(later[0]))
+        assert gen.logprobs == pytest.approx(forced, abs=2e-3)
+
+
 def _common_prefix_length(prompts):
     length = 0
     while all(len(p) > length and p[length] == prompts[0][length] for p in prompts):
@@ -315,5 +340,5 @@ async def test_packed_weights_follow_a_weight_change(engine):
     await check()
     if DEVICE == "cpu":  # where the packed product applies
         assert engine._packed is not None and engine._packed.packs
-    with fused_adamw_step(engine.model, "model.layers.3.self_attn.q_proj.weight"):
+    with fused_adamw_step(engine.model, "model.layers.1.self_attn.q_proj.weight"):
         await check()

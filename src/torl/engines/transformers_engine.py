@@ -179,6 +179,7 @@ class TransformersEngine(Engine):
         cache, logits, mask, positions, running = self._start(batch)
         admissible = self.admit_mid_batch and all(type(layer) in (DynamicLayer, _ReservedLayer)
                                                   for layer in cache.layers)
+        weights = _weights_fingerprint(self.model)  # what this batch's cache and packed copies were made with
         while True:
             next_tokens, keep = self._sample_and_answer(running, logits, loop)
             if len(keep) < len(running):
@@ -187,7 +188,9 @@ class TransformersEngine(Engine):
                     cache.batch_select_indices(rows)
                 mask, positions = mask[rows], positions[rows]
                 running = [running[row] for row in keep]
-            if admissible and len(running) < self.max_batch_size:
+            # after a weight change (an optimizer step) a request waits for the next batch, which is
+            # made with the new weights: this one's packed copies and cache hold the old ones
+            if admissible and len(running) < self.max_batch_size and _weights_fingerprint(self.model) == weights:
                 arrived = self._take_pending(self.max_batch_size - len(running))
                 if arrived:
                     batch.extend(arrived)
