@@ -189,8 +189,11 @@ class TransformersEngine(Engine):
                 mask, positions = mask[rows], positions[rows]
                 running = [running[row] for row in keep]
             # after a weight change (an optimizer step) a request waits for the next batch, which is
-            # made with the new weights: this one's packed copies and cache hold the old ones
-            if admissible and len(running) < self.max_batch_size and _weights_fingerprint(self.model) == weights:
+            # made with the new weights: this one's packed copies and cache hold the old ones. The
+            # fingerprint walks every parameter, so it is taken only when a request is waiting (an
+            # unlocked look: one missed now is seen at the next step).
+            if (admissible and len(running) < self.max_batch_size and self._pending
+                    and _weights_fingerprint(self.model) == weights):
                 arrived = self._take_pending(self.max_batch_size - len(running))
                 if arrived:
                     batch.extend(arrived)
